@@ -1,0 +1,5 @@
+import sys
+
+from shared_guards.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation commands (`slg eval ...`)."""

@@ -1,0 +1,346 @@
+"""The policy: one YAML file, validated once at load, shared by every gateway.
+
+Every model forbids unknown keys; errors name the field path (``departments.rnd.guards[1].options.
+threshold``). :class:`PolicyStore` reloads the file when it changes and keeps the last good policy
+when an edit is invalid.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from shared_guards.errors import ConfigError, PolicyError
+from shared_guards.guard import GuardConfig
+from shared_guards.registry import get_guard_class
+from shared_guards.types import Feature, Identity
+
+log = logging.getLogger("shared_guards.policy")
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"  # decide and record, never block
+
+
+class OnError(StrEnum):
+    FAIL_OPEN = "fail_open"
+    FAIL_CLOSED = "fail_closed"
+
+
+class GuardAction(StrEnum):
+    BLOCK = "block"
+    ALERT = "alert"
+    LOG = "log"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GuardSpec(_Model):
+    """One guard in a department's pipeline."""
+
+    name: str = Field(description="Registered guard name (see `slg policy schema`).")
+    id: str | None = Field(None, description="Instance id for audit records; defaults to name.")
+    action: GuardAction = GuardAction.BLOCK
+    on_error: OnError | None = Field(None, description="Defaults to the department's, then defaults'.")
+    timeout_ms: int = Field(2000, gt=0, le=120_000)
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def guard_id(self) -> str:
+        return self.id or self.name
+
+
+class Match(_Model):
+    """Identities that belong to a department. Any match wins."""
+
+    teams: list[str] = Field(default_factory=list, description="LiteLLM team id or alias.")
+    users: list[str] = Field(default_factory=list)
+    key_aliases: list[str] = Field(default_factory=list)
+    consumers: list[str] = Field(default_factory=list, description="Kong consumer username or custom_id.")
+    consumer_groups: list[str] = Field(default_factory=list, description="Kong consumer groups / IdP groups.")
+
+
+_GLOB_OK = re.compile(r"^[A-Za-z0-9_.:/@*?\[\]!-]+$")
+
+
+def _check_glob(pattern: str) -> str:
+    if not pattern or not _GLOB_OK.match(pattern):
+        raise ValueError(f"bad model glob {pattern!r}: use letters, digits, '-_.:/@' and the wildcards * ? [...]")
+    depth = 0
+    for ch in pattern:
+        if ch == "[":
+            if depth:
+                raise ValueError(f"bad model glob {pattern!r}: nested '['")
+            depth = 1
+        elif ch == "]" and depth:
+            depth = 0
+    if depth:
+        raise ValueError(f"bad model glob {pattern!r}: unclosed '['")
+    return pattern
+
+
+class DepartmentPolicy(_Model):
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    mode: Mode | None = None
+    on_error: OnError | None = None
+    models: list[str] = Field(default_factory=list, description="Allowed model names or globs.")
+    deny_features: list[Feature] = Field(default_factory=list)
+    max_tokens: int | None = Field(None, gt=0)
+    guards: list[GuardSpec] | None = Field(None, description="Defaults to defaults.guards when omitted.")
+
+    @field_validator("models")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        return [_check_glob(p) for p in v]
+
+    def allows_model(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, p) for p in self.models)
+
+
+class ApiKey(_Model):
+    """An API key for deployments without LiteLLM's database (``custom_auth``)."""
+
+    key: SecretStr | None = None
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    department: str
+    user: str | None = None
+    key_alias: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ApiKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        return self
+
+    def digest(self) -> str:
+        if self.key_sha256:
+            return self.key_sha256
+        assert self.key is not None
+        return hashlib.sha256(self.key.get_secret_value().encode()).hexdigest()
+
+
+class Defaults(_Model):
+    unknown_identity: str = Field("deny", description="'deny' or the name of a department.")
+    mode: Mode = Mode.ENFORCE
+    on_error: OnError = OnError.FAIL_CLOSED
+    guards: list[GuardSpec] = Field(default_factory=list)
+
+
+class AuditSettings(_Model):
+    path: str = Field("var/audit.jsonl", description="JSONL file, relative to the working directory.")
+    enabled: bool = True
+
+
+class BackendSettings(_Model):
+    redis_url: str | None = Field(None, description="Overridden by the REDIS_URL environment variable.")
+    redis_timeout_ms: int = Field(50, gt=0, le=10_000)
+    key_prefix: str = "slg:"
+
+
+class Policy(_Model):
+    version: str = "1"
+    defaults: Defaults = Field(default_factory=Defaults)
+    departments: dict[str, DepartmentPolicy]
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    backends: BackendSettings = Field(default_factory=BackendSettings)
+    alerts: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        names = set(self.departments)
+        if self.defaults.unknown_identity != "deny" and self.defaults.unknown_identity not in names:
+            raise ValueError(f"defaults.unknown_identity: unknown department {self.defaults.unknown_identity!r}")
+        for i, k in enumerate(self.api_keys):
+            if k.department not in names:
+                raise ValueError(f"api_keys[{i}].department: unknown department {k.department!r}")
+        return self
+
+    def guards_for(self, department: str) -> list[GuardSpec]:
+        dep = self.departments[department]
+        specs = self.defaults.guards if dep.guards is None else dep.guards
+        return [s for s in specs if s.enabled]
+
+    def mode_for(self, department: str) -> Mode:
+        return self.departments[department].mode or self.defaults.mode
+
+    def on_error_for(self, department: str, spec: GuardSpec) -> OnError:
+        return spec.on_error or self.departments[department].on_error or self.defaults.on_error
+
+    def resolve(self, identity: Identity) -> str | None:
+        """The department an identity belongs to, or None when unknown."""
+        if identity.department:
+            return identity.department if identity.department in self.departments else None
+        checks: list[tuple[str, tuple[str, ...]]] = [
+            ("key_aliases", (identity.key_alias,) if identity.key_alias else ()),
+            ("users", (identity.user,) if identity.user else ()),
+            ("teams", (identity.team,) if identity.team else ()),
+            ("consumers", (identity.consumer,) if identity.consumer else ()),
+            ("consumer_groups", identity.groups),
+        ]
+        for field_name, values in checks:
+            for name, dep in self.departments.items():
+                allowed = getattr(dep.match, field_name)
+                if any(v in allowed for v in values):
+                    return name
+        if identity.team and identity.team in self.departments:
+            return identity.team
+        if self.defaults.unknown_identity != "deny":
+            return self.defaults.unknown_identity
+        return None
+
+    def lookup_key(self, api_key: str) -> ApiKey | None:
+        digest = hashlib.sha256(api_key.encode()).hexdigest()
+        for k in self.api_keys:
+            if hmac.compare_digest(k.digest(), digest):
+                return k
+        return None
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    version: str  # "<policy.version>+<content hash>"
+    guard_configs: dict[tuple[str, int], GuardConfig]  # (department, guard index) -> options
+    source: str
+
+    def guard_config(self, department: str, index: int) -> GuardConfig:
+        return self.guard_configs[(department, index)]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def parse_policy(data: Any, source: str = "<policy>", raw: bytes = b"") -> LoadedPolicy:
+    """Validate a policy mapping. Raises :class:`PolicyError` listing every problem with its path."""
+    if not isinstance(data, dict):
+        raise PolicyError(source, [("<root>", "the policy must be a mapping")])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(source, [(_loc(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+    problems: list[tuple[str, str]] = []
+    configs: dict[tuple[str, int], GuardConfig] = {}
+    spec_lists: list[tuple[str, str, list[GuardSpec]]] = [("defaults.guards", "", policy.defaults.guards)]
+    spec_lists += [(f"departments.{n}.guards", n, d.guards) for n, d in policy.departments.items() if d.guards]
+    for prefix, dep, specs in spec_lists:
+        seen: set[str] = set()
+        for i, spec in enumerate(specs):
+            path = f"{prefix}[{i}]"
+            if spec.guard_id in seen:
+                problems.append((f"{path}.id", f"duplicate guard id {spec.guard_id!r}"))
+            seen.add(spec.guard_id)
+            try:
+                cls = get_guard_class(spec.name)
+            except ConfigError as exc:
+                problems.append((f"{path}.name", str(exc)))
+                continue
+            try:
+                cfg = cls.Config.model_validate(spec.options)
+            except ValidationError as exc:
+                problems += [(f"{path}.options.{_loc(e['loc'])}", e["msg"]) for e in exc.errors()]
+                continue
+            if dep:
+                configs[(dep, i)] = cfg
+            else:
+                configs[("", i)] = cfg
+    if problems:
+        raise PolicyError(source, problems)
+    # Departments without their own guard list use the defaults' validated configs.
+    for name, d in policy.departments.items():
+        if d.guards is None:
+            for i, _ in enumerate(policy.defaults.guards):
+                configs[(name, i)] = configs[("", i)]
+    digest = hashlib.sha256(raw or repr(data).encode()).hexdigest()[:12]
+    return LoadedPolicy(policy, f"{policy.version}+{digest}", configs, source)
+
+
+def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PolicyError(str(p), [("<file>", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(p), [("<yaml>", str(exc))]) from None
+    return parse_policy(data, str(p), raw)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    return Policy.model_json_schema()
+
+
+class PolicyStore:
+    """Holds the current policy; reloads it when the file changes (checked at most every
+    ``check_interval`` seconds, on access). A bad edit keeps the last good policy and logs why."""
+
+    def __init__(self, path: str | os.PathLike[str], check_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._current = load_policy(self.path)
+        self._stamp = self._file_stamp()
+        self._next_check = time.monotonic() + check_interval
+        self.last_error: str | None = None
+
+    def _file_stamp(self) -> tuple[int, int]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return (-1, -1)
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self) -> LoadedPolicy:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._current
+        with self._lock:
+            if now < self._next_check:
+                return self._current
+            self._next_check = now + self.check_interval
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self.reload()
+        return self._current
+
+    def reload(self) -> bool:
+        try:
+            loaded = load_policy(self.path)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("policy reload failed, keeping version %s: %s", self._current.version, exc)
+            return False
+        if loaded.version != self._current.version:
+            log.info("policy reloaded: %s -> %s", self._current.version, loaded.version)
+        self._current = loaded
+        self.last_error = None
+        return True
