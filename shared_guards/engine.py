@@ -118,13 +118,9 @@ class GuardEngine:
         self.resources.policy_version = loaded.version
         rbac_spec = GuardSpec(name="rbac")
         bound = [BoundGuard(RBACGuard(RBACGuard.Config(), self.resources), rbac_spec, OnError.FAIL_CLOSED, tier=0)]
-        dep = policy.departments[department]
-        specs = policy.defaults.guards if dep.guards is None else dep.guards
-        for index, spec in enumerate(specs):
-            if not spec.enabled:
-                continue
+        for spec in policy.guards_for(department):
             cls = get_guard_class(spec.name)
-            guard = cls(loaded.guard_config(department, index), self.resources)
+            guard = cls(loaded.guard_config(department, spec.guard_id), self.resources)
             tier = int(getattr(cls, "tier", 1))
             bound.append(BoundGuard(guard, spec, policy.on_error_for(department, spec), tier=tier))
         return Pipeline(bound, department=department, mode=policy.mode_for(department),

@@ -104,7 +104,11 @@ class DepartmentPolicy(_Model):
     models: list[str] = Field(default_factory=list, description="Allowed model names or globs.")
     deny_features: list[Feature] = Field(default_factory=list)
     max_tokens: int | None = Field(None, gt=0)
-    guards: list[GuardSpec] | None = Field(None, description="Defaults to defaults.guards when omitted.")
+    inherit_default_guards: bool = Field(True, description="Start from defaults.guards.")
+    guards: list[GuardSpec] = Field(
+        default_factory=list,
+        description="Added to defaults.guards; an entry with the same id replaces the default one.",
+    )
 
     @field_validator("models")
     @classmethod
@@ -176,9 +180,15 @@ class Policy(_Model):
         return self
 
     def guards_for(self, department: str) -> list[GuardSpec]:
+        """The department's effective guard list: defaults (unless not inherited), with entries of
+        the same id replaced by the department's, then the department's own; disabled ones dropped."""
         dep = self.departments[department]
-        specs = self.defaults.guards if dep.guards is None else dep.guards
-        return [s for s in specs if s.enabled]
+        merged: dict[str, GuardSpec] = {}
+        if dep.inherit_default_guards:
+            merged = {s.guard_id: s for s in self.defaults.guards}
+        for s in dep.guards:
+            merged[s.guard_id] = s
+        return [s for s in merged.values() if s.enabled]
 
     def mode_for(self, department: str) -> Mode:
         return self.departments[department].mode or self.defaults.mode
@@ -220,11 +230,11 @@ class Policy(_Model):
 class LoadedPolicy:
     policy: Policy
     version: str  # "<policy.version>+<content hash>"
-    guard_configs: dict[tuple[str, int], GuardConfig]  # (department, guard index) -> options
+    guard_configs: dict[tuple[str, str], GuardConfig]  # (department, guard id) -> validated options
     source: str
 
-    def guard_config(self, department: str, index: int) -> GuardConfig:
-        return self.guard_configs[(department, index)]
+    def guard_config(self, department: str, guard_id: str) -> GuardConfig:
+        return self.guard_configs[(department, guard_id)]
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -246,10 +256,10 @@ def parse_policy(data: Any, source: str = "<policy>", raw: bytes = b"") -> Loade
     except ValidationError as exc:
         raise PolicyError(source, [(_loc(e["loc"]), e["msg"]) for e in exc.errors()]) from None
     problems: list[tuple[str, str]] = []
-    configs: dict[tuple[str, int], GuardConfig] = {}
-    spec_lists: list[tuple[str, str, list[GuardSpec]]] = [("defaults.guards", "", policy.defaults.guards)]
-    spec_lists += [(f"departments.{n}.guards", n, d.guards) for n, d in policy.departments.items() if d.guards]
-    for prefix, dep, specs in spec_lists:
+    validated: dict[int, GuardConfig] = {}
+    spec_lists: list[tuple[str, list[GuardSpec]]] = [("defaults.guards", policy.defaults.guards)]
+    spec_lists += [(f"departments.{n}.guards", d.guards) for n, d in policy.departments.items()]
+    for prefix, specs in spec_lists:
         seen: set[str] = set()
         for i, spec in enumerate(specs):
             path = f"{prefix}[{i}]"
@@ -262,21 +272,15 @@ def parse_policy(data: Any, source: str = "<policy>", raw: bytes = b"") -> Loade
                 problems.append((f"{path}.name", str(exc)))
                 continue
             try:
-                cfg = cls.Config.model_validate(spec.options)
+                validated[id(spec)] = cls.Config.model_validate(spec.options)
             except ValidationError as exc:
                 problems += [(f"{path}.options.{_loc(e['loc'])}", e["msg"]) for e in exc.errors()]
-                continue
-            if dep:
-                configs[(dep, i)] = cfg
-            else:
-                configs[("", i)] = cfg
     if problems:
         raise PolicyError(source, problems)
-    # Departments without their own guard list use the defaults' validated configs.
-    for name, d in policy.departments.items():
-        if d.guards is None:
-            for i, _ in enumerate(policy.defaults.guards):
-                configs[(name, i)] = configs[("", i)]
+    configs: dict[tuple[str, str], GuardConfig] = {}
+    for name in policy.departments:
+        for spec in policy.guards_for(name):
+            configs[(name, spec.guard_id)] = validated[id(spec)]
     digest = hashlib.sha256(raw or repr(data).encode()).hexdigest()[:12]
     return LoadedPolicy(policy, f"{policy.version}+{digest}", configs, source)
 

@@ -58,7 +58,12 @@ def _load(target: str, name: str) -> type[Guard]:
 
 
 def get_guard_class(name: str) -> type[Guard]:
-    """The guard class registered under ``name``; ConfigError when unknown."""
+    """The guard class registered under ``name``; ConfigError when unknown.
+
+    A name of the form ``package.module:Class`` imports that class directly (a guard shipped in
+    the company's own code without an entry point)."""
+    if ":" in name:
+        return _load(name, name)
     if name in _extra:
         return _extra[name]
     target = BUILTIN_GUARDS.get(name) or _entry_point_targets().get(name)
