@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from shared_guards.audit import AuditSink, build_audit_sink, decision_record
+from shared_guards.context_store import ContextStore
 from shared_guards.errors import GuardViolation, Unauthenticated
 from shared_guards.guard import Guard, RequestContext, Resources, StreamFilter
 from shared_guards.guards.rbac import RBACGuard
@@ -96,6 +97,8 @@ class GuardEngine:
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._guard_cache: dict[tuple[str, str, int], Guard] = {}
         self._lock = threading.Lock()
+        # Request contexts between a gateway's phases, keyed by the gateway's request id.
+        self.contexts = ContextStore()
 
     # -- construction ----------------------------------------------------------------------------
 
