@@ -1,0 +1,55 @@
+"""Small translations shared by the guardrail and the custom auth: policy path, identity, errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import HTTPException
+
+from shared_guards.engine import GuardEngine
+from shared_guards.errors import GuardViolation
+from shared_guards.types import Identity
+
+DEFAULT_POLICY = "config/policy.yaml"
+
+
+def policy_path(explicit: str | None = None) -> str:
+    """The policy file: the guardrail's ``policy_path`` param, else ``$SLG_POLICY``, else the default."""
+    return explicit or os.environ.get("SLG_POLICY") or DEFAULT_POLICY
+
+
+def engine(explicit: str | None = None) -> GuardEngine:
+    return GuardEngine.shared(policy_path(explicit))
+
+
+def identity_from_auth(auth: Any) -> Identity:
+    """Identity from LiteLLM's ``UserAPIKeyAuth`` (team, user, key alias, metadata.department)."""
+    if auth is None:
+        return Identity(gateway="litellm")
+    meta = getattr(auth, "metadata", None)
+    meta = meta if isinstance(meta, Mapping) else {}
+    department = meta.get("department")
+
+    def s(name: str) -> str | None:
+        v = getattr(auth, name, None)
+        return v if isinstance(v, str) and v else None
+
+    return Identity(
+        user=s("user_id"),
+        team=s("team_alias") or s("team_id"),
+        key_alias=s("key_alias"),
+        department=department if isinstance(department, str) and department else None,
+        tenant=s("org_id"),
+        gateway="litellm",
+    )
+
+
+def http_error(violation: GuardViolation) -> HTTPException:
+    """The exception LiteLLM turns into ``{"error": {message, type, code, param}}`` with the status.
+
+    LiteLLM's proxy maps ``HTTPException.detail`` to the error's ``message`` and the status to
+    ``code``; the rule id is in the message. Headers (``Retry-After``) pass through."""
+    return HTTPException(status_code=violation.http_status, detail=violation.message,
+                         headers=dict(violation.headers) or None)
