@@ -43,14 +43,14 @@ _PART_KINDS: dict[str, PartKind] = {
 
 
 def _bad(message: str, param: str = "messages") -> MalformedRequest:
-    return MalformedRequest(message, rule_id="request.malformed", param=param)
+    return MalformedRequest(f"{message} (rule request.malformed)", rule_id="request.malformed", param=param)
 
 
 def parse_json_body(raw: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """Decode a JSON request body; MalformedRequest for non-JSON, non-objects or oversized bodies."""
     if len(raw) > max_bytes:
         raise MalformedRequest(
-            f"Request body of {len(raw)} bytes exceeds the limit of {max_bytes} bytes.",
+            f"Request body of {len(raw)} bytes exceeds the limit of {max_bytes} bytes (rule request.too_large).",
             rule_id="request.too_large",
             code="request_too_large",
         )
