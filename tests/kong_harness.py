@@ -454,6 +454,17 @@ class KongHarness:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
+    def wait_for_audit(self, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
+        """The first audit record matching ``predicate``; the audit trail is written in the background."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for rec in self.audit_records():
+                if predicate(rec):
+                    return rec
+            if time.monotonic() > deadline:
+                raise KongHarnessTimeout(f"no matching audit record within {timeout}s in {self.audit_path}")
+            time.sleep(0.05)
+
     def dump(self) -> Any:
         """``--dump``: the plugin info Kong's ``query_cmd`` reads (a JSON list)."""
         out = subprocess.run(self.command("--dump"), env=self.process_env(), capture_output=True,
