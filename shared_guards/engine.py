@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -87,8 +87,10 @@ class GuardEngine:
         audit: AuditSink | None = None,
         backends: Mapping[str, Any] | None = None,
         max_workers: int | None = None,
+        policy_transform: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.store = PolicyStore(policy_path)
+        # ``policy_transform`` rewrites the parsed policy before validation (deployment profiles).
+        self.store = PolicyStore(policy_path, transform=policy_transform)
         self.executor = ThreadPoolExecutor(max_workers=max_workers or min(4, (os.cpu_count() or 2)),
                                            thread_name_prefix="slg-guard")
         self.resources = Resources(executor=self.executor, backends=dict(backends or {}),

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -285,7 +286,11 @@ def parse_policy(data: Any, source: str = "<policy>", raw: bytes = b"") -> Loade
     return LoadedPolicy(policy, f"{policy.version}+{digest}", configs, source)
 
 
-def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
+def load_policy(
+    path: str | os.PathLike[str], transform: Callable[[Any], Any] | None = None
+) -> LoadedPolicy:
+    """Load and validate a policy file. ``transform`` (e.g. a deployment profile) rewrites the
+    parsed YAML before validation, so guards it removes are never imported."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -295,6 +300,8 @@ def load_policy(path: str | os.PathLike[str]) -> LoadedPolicy:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise PolicyError(str(p), [("<yaml>", str(exc))]) from None
+    if transform is not None:
+        data = transform(data)
     return parse_policy(data, str(p), raw)
 
 
@@ -306,11 +313,17 @@ class PolicyStore:
     """Holds the current policy; reloads it when the file changes (checked at most every
     ``check_interval`` seconds, on access). A bad edit keeps the last good policy and logs why."""
 
-    def __init__(self, path: str | os.PathLike[str], check_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        check_interval: float = 1.0,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.check_interval = check_interval
+        self.transform = transform
         self._lock = threading.Lock()
-        self._current = load_policy(self.path)
+        self._current = load_policy(self.path, transform)
         self._stamp = self._file_stamp()
         self._next_check = time.monotonic() + check_interval
         self.last_error: str | None = None
@@ -338,7 +351,7 @@ class PolicyStore:
 
     def reload(self) -> bool:
         try:
-            loaded = load_policy(self.path)
+            loaded = load_policy(self.path, self.transform)
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("policy reload failed, keeping version %s: %s", self._current.version, exc)
