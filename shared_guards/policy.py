@@ -154,10 +154,24 @@ class AuditSettings(_Model):
     enabled: bool = True
 
 
+class VerdictCacheSettings(_Model):
+    """Reuse of content-guard verdicts for identical content (see docs/quotas.md)."""
+
+    enabled: bool = True
+    max_entries: int = Field(10_000, ge=0, le=10_000_000, description="In-process LRU size (0 disables it).")
+    ttl_seconds: float = Field(300.0, gt=0, le=86_400)
+    redis: bool = Field(False, description="Also share verdicts through Redis (when a Redis is configured).")
+
+
 class BackendSettings(_Model):
     redis_url: str | None = Field(None, description="Overridden by the REDIS_URL environment variable.")
     redis_timeout_ms: int = Field(50, gt=0, le=10_000)
     key_prefix: str = "slg:"
+    redis_pool_size: int = Field(64, gt=0, le=10_000, description="Connections per process and event loop.")
+    redis_cluster: bool = Field(False, description="Connect with the Redis Cluster client.")
+    breaker_failures: int = Field(3, gt=0, le=1000, description="Consecutive failures that open the circuit.")
+    breaker_max_backoff_ms: int = Field(5000, gt=0, le=600_000, description="Longest wait between probes.")
+    verdict_cache: VerdictCacheSettings = Field(default_factory=VerdictCacheSettings)
 
 
 class Policy(_Model):

@@ -11,4 +11,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = [
     "tests.fixtures_litellm",
     "tests.kong_harness",
+    "tests.fixtures_redis",
 ]
