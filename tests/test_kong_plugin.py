@@ -358,3 +358,56 @@ def test_guard_responses_off_keeps_no_state(custom: KongHarness, test_policy: Pa
     assert "kong.service.request.set_header" not in acc.methods
     resp = custom.response(acc)
     assert not resp.exited and resp.methods == ["kong.ctx.shared.get"]
+
+
+# -- shipped configuration ---------------------------------------------------------------------------
+
+
+def _kong_conf() -> dict[str, str]:
+    out = {}
+    for line in (REPO / "config" / "kong.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            k, _, v = line.partition("=")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def test_kong_conf_matches_the_plugin_server() -> None:
+    conf = _kong_conf()
+    assert conf["plugins"].split(",") == ["bundled", PLUGIN_NAME]
+    names = conf["pluginserver_names"].split(",")
+    assert names == ["secure_llm_guard"]  # one server per Python plugin (Kong 3.9+)
+    start = conf["pluginserver_secure_llm_guard_start_cmd"].split()
+    query = conf["pluginserver_secure_llm_guard_query_cmd"].split()
+    prefix = start[start.index("-p") + 1]
+    # the socket Kong connects to is the one the dedicated server creates: <prefix>/<name>.sock
+    assert conf["pluginserver_secure_llm_guard_socket"] == f"{prefix}/{PLUGIN_NAME}.sock"
+    assert start[-3].endswith("kong_plugins/secure_llm_guard.py")
+    assert query[-2:] == [start[-3], "--dump"]
+
+
+def test_declarative_config_matches_schema_and_policy(kong_harness: KongHarness) -> None:
+    import yaml
+
+    from shared_guards.policy import PolicyStore
+
+    decl = yaml.safe_load((REPO / "config" / "kong.yml").read_text())
+    assert decl["_format_version"] == "3.0"
+    route = decl["services"][0]["routes"][0]
+    plugins = [p["name"] for p in route["plugins"]]
+    assert plugins.index("key-auth") < plugins.index(PLUGIN_NAME)
+    cfg = next(p["config"] for p in route["plugins"] if p["name"] == PLUGIN_NAME)
+    fields = {k: v for f in kong_harness.dump()[0]["Schema"]["fields"][0]["config"]["fields"] for k, v in f.items()}
+    assert set(cfg) <= set(fields)
+    assert {k for k, v in fields.items() if v.get("required")} <= set(cfg)
+    # every consumer is a department of the demo policy, and every department has a consumer
+    policy = PolicyStore(REPO / "config" / "policy.yaml").get().policy
+    consumers = {c["username"] for c in decl["consumers"]}
+    assert consumers == {c for d in policy.departments.values() for c in d.match.consumers}
+    assert all(c["keyauth_credentials"] for c in decl["consumers"])
+    # the shipped plugin config, pointed at the repo's policy, lets each consumer use `general`
+    shipped = {**cfg, "policy_path": str(REPO / "config" / "policy.yaml")}
+    for name in sorted(consumers):
+        r = kong_harness.access(OK, name, config=shipped)
+        assert not r.exited, (name, r.exit_body)
+        kong_harness.log(r)
