@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared_guards.errors import ContentViolation, GuardUnavailable
 from shared_guards.guard import Guard, RequestContext
@@ -29,6 +30,9 @@ from shared_guards.types import (
     Stage,
     stronger,
 )
+
+if TYPE_CHECKING:
+    from shared_guards.cache import VerdictCache
 
 log = logging.getLogger("shared_guards.pipeline")
 
@@ -57,11 +61,21 @@ class _Outcome:
 
 
 class Pipeline:
-    def __init__(self, guards: Sequence[BoundGuard], *, department: str, mode: Mode, policy_version: str) -> None:
+    def __init__(
+        self,
+        guards: Sequence[BoundGuard],
+        *,
+        department: str,
+        mode: Mode,
+        policy_version: str,
+        cache: VerdictCache | None = None,
+    ) -> None:
         self.guards = list(guards)
         self.department = department
         self.mode = mode
         self.policy_version = policy_version
+        # Verdicts of ``cacheable`` content guards at the request stage (see shared_guards.cache).
+        self.cache = cache
 
     def for_stage(self, stage: Stage) -> list[BoundGuard]:
         return [b for b in self.guards if stage in b.guard.stages]
@@ -113,8 +127,16 @@ class Pipeline:
 
         t0 = time.perf_counter()
         outcome = "ok"
+        cache_key = self._cache_key(b, stage, subject, ctx)
+        if cache_key is not None and self.cache is not None:
+            hit = await self.cache.get(cache_key)
+            if hit is not None:
+                ms = (time.perf_counter() - t0) * 1000
+                return _Outcome(b, self._effective(b, hit), GuardTiming(b.id, ms, "cached"))
         try:
             result = await asyncio.wait_for(fn(), timeout=b.spec.timeout_ms / 1000)
+            if cache_key is not None and self.cache is not None:
+                await self.cache.put(cache_key, result)
         except TimeoutError:
             outcome, result = "timeout", None
         except asyncio.CancelledError:
@@ -128,12 +150,27 @@ class Pipeline:
         finding = Finding(guard=b.id, rule_id=f"{b.id}.{outcome}", layer="runtime", severity="high")
         if b.on_error is OnError.FAIL_CLOSED and self.mode is Mode.ENFORCE:
             violation = GuardUnavailable(
-                f"Guard {b.id} is unavailable ({outcome}) and its policy is fail_closed.", rule_id=finding.rule_id
+                f"Guard {b.id} is unavailable ({outcome}) and its policy is fail_closed "
+                f"(rule {finding.rule_id}).", rule_id=finding.rule_id
             )
             res = GuardResult.block(violation, (finding,))
         else:
             res = GuardResult(Action.ALERT, (finding,))
         return _Outcome(b, res, GuardTiming(b.id, ms, outcome), failed=True)
+
+    def _cache_key(self, b: BoundGuard, stage: Stage, subject: Subject, ctx: RequestContext) -> str | None:
+        """The verdict-cache key, or None when this call must not be cached."""
+        if (
+            self.cache is None
+            or stage is not Stage.REQUEST
+            or b.tier == 0
+            or b.guard.modifies
+            or not getattr(b.guard, "cacheable", False)
+            or not isinstance(subject, GuardRequest)
+        ):
+            return None
+        return self.cache.key(tenant=ctx.identity.tenant, department=ctx.department,
+                              policy_version=self.policy_version, guard_id=b.id, request=subject)
 
     async def _chain(
         self, chain: list[BoundGuard], stage: Stage, subject: Subject, ctx: RequestContext
