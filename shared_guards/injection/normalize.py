@@ -1,0 +1,432 @@
+"""Text normalization for injection detection: one cleaned text, several *views* of it.
+
+Attackers disguise instructions with homoglyphs, invisible characters, markup, leetspeak and
+encodings. :func:`normalize` undoes the cheap ones and returns views the matchers scan:
+
+- ``text``: NFKC, confusables folded to Latin, accents stripped, zero-width and bidi controls
+  removed, lower-cased, punctuation and markup collapsed to single spaces (``" ignore all ... "``).
+- ``leet``: ``text`` with leetspeak digits/symbols folded (only when the text has any).
+- ``spaced``: letter-spaced runs (``i g n o r e``) joined (only when present).
+- ``base64`` / ``hex`` / ``url`` / ``rot13`` / ``reversed``: decoded spans, each its own view with
+  the span of the cleaned text it came from. Decoding is bounded: at most :data:`MAX_DECODED_VIEWS`
+  spans, each at most :data:`MAX_SPAN` characters, only spans that decode to mostly printable text.
+
+Every view's ``text`` is word-normalized and padded with one space at both ends, so phrase
+patterns written as ``" ignore previous "`` match on word boundaries. ``raw`` keeps punctuation
+(lower-cased, whitespace collapsed) for structural rules (fake turn markers, delimiters).
+
+Pure Python on C-implemented primitives (``str.translate``, ``re``, ``unicodedata``): ~20-60 us
+for 1 KB of ASCII text. Offsets: views other than ``text`` report the cleaned-text span they came
+from; :func:`map_offsets` maps a ``text``-view match back to the original string (computed only
+for matches, on the slow path).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import re2
+
+MAX_INPUT = 1_000_000  # characters normalized per segment; the rest is scanned as cut
+MAX_SPAN = 4096  # longest encoded span decoded
+MAX_DECODED_VIEWS = 8
+MIN_B64 = 16
+MIN_HEX = 16
+
+# -- character tables --------------------------------------------------------------------------
+
+_INVISIBLE = (
+    # zero-width and joiners, word joiner, BOM, soft hyphen, Mongolian vowel separator
+    [0x200B, 0x200C, 0x200D, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF, 0x00AD, 0x180E, 0x034F]
+    # bidi controls: LRM, RLM, ALM, embeddings/overrides, isolates
+    + [0x200E, 0x200F, 0x061C, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069]
+    # Unicode tag characters (ASCII smuggling) are handled separately: they map to ASCII.
+)
+_BIDI = {0x200E, 0x200F, 0x061C, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069}
+
+# Lookalikes NFKC leaves alone (Cyrillic, Greek, Armenian, Latin small capitals, misc symbols).
+_CONFUSABLES = {
+    # Cyrillic lower
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i", "ј": "j",
+    "к": "k", "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r", "ѕ": "s", "т": "t",
+    "ц": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "ү": "y", "ɡ": "g", "ь": "b", "п": "n", "и": "u",
+    # Cyrillic upper
+    "А": "A", "В": "B", "С": "C", "Е": "E", "Ё": "E", "Н": "H", "І": "I", "Ї": "I", "Ј": "J", "К": "K",
+    "М": "M", "О": "O", "Р": "P", "Ѕ": "S", "Т": "T", "Х": "X", "У": "Y", "Ү": "Y", "Ԝ": "W", "Ԁ": "D",
+    "Ԛ": "Q", "Ӏ": "I", "Ь": "b", "З": "3", "Ч": "4",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z",
+    "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    "Ϲ": "C",
+    # Armenian and others
+    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "զ": "q", "ı": "i", "ȷ": "j", "ɑ": "a", "ɩ": "i",
+    "ʏ": "y", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ɪ": "i", "ᴊ": "j",
+    "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u",
+    "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "ǀ": "l", "∣": "l", "⁄": "/", "∕": "/",
+    # quotes and dashes to ASCII (NFKC keeps them)
+    "‘": "'", "’": "'", "‚": "'", "‛": "'", "“": '"', "”": '"', "„": '"', "‟": '"', "«": '"', "»": '"',
+    "‐": "-", "‑": "-", "‒": "-", "–": "-", "—": "-", "―": "-", "−": "-", "、": ",", "：": ":",
+}
+
+
+def _build_table() -> dict[int, str | None]:
+    table: dict[int, str | None] = {cp: None for cp in _INVISIBLE}
+    # Unicode "tag" block: invisible copies of ASCII used to smuggle text.
+    for cp in range(0xE0020, 0xE007F):
+        table[cp] = chr(cp - 0xE0000)
+    table[0xE0001] = None
+    table[0xE007F] = None
+    # Variation selectors are invisible.
+    for cp in list(range(0xFE00, 0xFE10)) + list(range(0xE0100, 0xE01F0)):
+        table[cp] = None
+    # Accented Latin to base letters (NFKD minus combining marks), precomputed once.
+    for cp in range(0xC0, 0x250):
+        ch = chr(cp)
+        base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+        if base and base != ch and base.isascii():
+            table[cp] = base
+    table[ord("ß")] = "ss"
+    for k, v in _CONFUSABLES.items():
+        table[ord(k)] = v
+    # Combining marks (U+0300-036F) after NFKC are decoration (Zalgo): drop them.
+    for cp in range(0x300, 0x370):
+        table[cp] = None
+    return table
+
+
+_TABLE = _build_table()
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+                       "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e"})
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm",
+)
+
+_LEET_HINT = re2.compile(r"(?i)[a-z][0-9@$!|+€]+[a-z]|\b[0-9@$|][a-z]{2,}|[a-z]{2,}[0-9@$|]\b")
+# Letter-spaced runs: "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e" (5+ letters).
+# Span finders run on RE2 (linear time, no backtracking); spans are cut to MAX_SPAN.
+_SPACED = re2.compile(r"(?:\b\pL[ .\-_*/|]){2,}\pL\b")
+_SPACED_SEP = re.compile(r"[ .\-_*/|]")
+_B64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re2.compile(r"(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
+_HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
+_URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
+_HTML_ENT = re.compile(r"&#?[A-Za-z0-9]{1,8};")
+_ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|verschl|凯撒")
+_REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
+
+# One RE2 set answers "which of the optional views could apply?" in a single pass.
+_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE = range(7)
+
+
+def _hint_set() -> re2.Set:
+    opts = re2.Options()
+    opts.log_errors = False
+    hs = re2.Set.SearchSet(opts)
+    for r in (_LEET_HINT, _SPACED, _B64, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT):
+        hs.Add(r.pattern)
+    hs.Compile()
+    return hs
+
+
+_HINTS = _hint_set()
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One normalized view of a segment.
+
+    ``text`` is word-normalized and space-padded; ``raw`` keeps punctuation (lower-cased,
+    whitespace collapsed). ``span`` is the part of the cleaned text the view was derived from
+    (the whole text for ``text``/``leet``/``rot13``).
+    """
+
+    name: str
+    text: str
+    raw: str
+    span: tuple[int, int]
+
+    @property
+    def decoded(self) -> bool:
+        return self.name in DECODED_VIEWS
+
+
+DECODED_VIEWS = frozenset({"base64", "hex", "url", "rot13", "reversed", "html"})
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """All views of one segment plus what the normalizer noticed (``flags``)."""
+
+    original: str
+    cleaned: str
+    views: tuple[View, ...]
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+    def view(self, name: str) -> View | None:
+        for v in self.views:
+            if v.name == name:
+                return v
+        return None
+
+
+def clean(text: str) -> tuple[str, set[str]]:
+    """NFKC + invisible removal + confusable/accent folding (case preserved). Returns flags."""
+    flags: set[str] = set()
+    if text.isascii():
+        return text, flags
+    nfkc = unicodedata.normalize("NFKC", text)
+    if nfkc != text:
+        flags.add("nfkc")
+    # Mostly-ASCII text (European languages): translate only the non-ASCII runs.
+    if len(nfkc.encode("utf-8", "surrogatepass")) - len(nfkc) < len(nfkc) // 8:
+        out = _NON_ASCII.sub(_translate_run, nfkc)
+    else:
+        out = nfkc.translate(_TABLE)
+    if out != nfkc:
+        # Classify only when something changed (linear RE2 scans on the rare path).
+        if _BIDI_RE.search(nfkc):
+            flags.add("bidi")
+        if _ZW_RE.search(nfkc):
+            flags.add("zero_width")
+        if _TAG_RE.search(nfkc):
+            flags.add("tag_chars")
+        if _MIXED_RE.search(nfkc):
+            flags.add("homoglyph")
+    return out, flags
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def _translate_run(m: re.Match[str]) -> str:
+    return m.group().translate(_TABLE)
+
+
+_BIDI_RE = re2.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+_ZW_RE = re2.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_TAG_RE = re2.compile(r"[\x{E0000}-\x{E007F}]")
+# A Latin letter next to a Cyrillic/Greek/Armenian lookalike inside one word.
+_MIXED_RE = re2.compile(r"[A-Za-z][\p{Cyrillic}\p{Greek}\p{Armenian}]|[\p{Cyrillic}\p{Greek}\p{Armenian}][A-Za-z]")
+
+
+# ASCII punctuation and controls -> space, on UTF-8 bytes (non-ASCII bytes pass through): a
+# C-speed translate instead of a regex substitution.
+_PUNCT_BYTES = bytes(c if c >= 128 or chr(c).isalnum() else 32 for c in range(256))
+
+
+_WS_BYTES = bytes(32 if c in (9, 11, 12, 13) else c for c in range(256))
+
+
+def _squeeze(data: bytes) -> bytes:
+    """Collapse runs of spaces (log2(longest run) passes of a C-speed replace)."""
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    return data
+
+
+def _words_lower(lower: str) -> str:
+    data = _squeeze(lower.encode("utf-8", "surrogatepass").translate(_PUNCT_BYTES)).strip(b" ")
+    return " " + data.decode("utf-8", "surrogatepass") + " "
+
+
+def words(s: str) -> str:
+    """Lower-case word view: punctuation, markup and whitespace collapse to single spaces; padded."""
+    return _words_lower(s.lower())
+
+
+def raw_view(s: str) -> str:
+    """Lower-case, spaces and tabs collapsed, newlines kept (structural rules anchor on lines)."""
+    data = _squeeze(s.lower().encode("utf-8", "surrogatepass").translate(_WS_BYTES))
+    return data.decode("utf-8", "surrogatepass")
+
+
+def _printable_ratio(s: str) -> float:
+    if not s:
+        return 0.0
+    good = sum(1 for c in s if c.isprintable() or c in "\n\t\r")
+    return good / len(s)
+
+
+def _letters_ratio(s: str) -> float:
+    if not s:
+        return 0.0
+    return sum(1 for c in s if c.isalpha() or c == " ") / len(s)
+
+
+def _decode_b64(span: str) -> str | None:
+    s = span.rstrip("=")
+    if len(set(s)) < 8:  # "aaaaaaaaaaaaaaaa" is not base64 worth decoding
+        return None
+    # Plausible base64 mixes cases or digits; a long lower-case word is not base64.
+    if s.isalpha() and (s.islower() or s.isupper()):
+        return None
+    s = s.replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(text) < 6 or _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.6:
+        return None
+    return text
+
+
+def _decode_hex(span: str) -> str | None:
+    s = _HEX_JUNK.sub("", span)
+    if len(s) < MIN_HEX or len(s) % 2:
+        return None
+    try:
+        text = bytes.fromhex(s).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.6:
+        return None
+    return text
+
+
+def _make_view(name: str, decoded: str, span: tuple[int, int]) -> View:
+    c, _ = clean(decoded)
+    return View(name, words(c), raw_view(c), span)
+
+
+def normalize(text: str, *, decode: bool = True) -> Normalized:
+    """All views of ``text`` (see the module doc). Never raises on any string input."""
+    if len(text) > MAX_INPUT:
+        text = text[:MAX_INPUT]
+    cleaned, flags = clean(text)
+    if "&" in cleaned and _HTML_ENT.search(cleaned):
+        import html  # rare path
+
+        unescaped = html.unescape(cleaned)
+        if unescaped != cleaned:
+            flags.add("html_entities")
+            cleaned, more = clean(unescaped)
+            flags |= more
+    lower = cleaned.lower()
+    base = _words_lower(lower)
+    views: list[View] = [View("text", base, raw_view(lower), (0, len(cleaned)))]
+    full = (0, len(cleaned))
+
+    hints = frozenset(_HINTS.Match(cleaned) or ())
+    if not hints:
+        return Normalized(text, cleaned, tuple(views), frozenset(flags))
+
+    if _H_LEET in hints:
+        leet = base.translate(_LEET)
+        if leet != base:
+            views.append(View("leet", words(leet), lower.translate(_LEET), full))
+            flags.add("leet")
+
+    if _H_SPACED in hints:
+        joined_parts: list[str] = []
+        pos = 0
+        for m in _SPACED.finditer(cleaned):
+            joined_parts.append(cleaned[pos:m.start()])
+            joined_parts.append(_SPACED_SEP.sub("", m.group()))
+            pos = m.end()
+        joined_parts.append(cleaned[pos:])
+        joined = " ".join(joined_parts)
+        views.append(View("spaced", words(joined), raw_view(joined), full))
+        flags.add("letter_spacing")
+
+    if decode:
+        views.extend(_decoded_views(cleaned, hints, flags))
+    return Normalized(text, cleaned, tuple(views), frozenset(flags))
+
+
+def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list[View]:
+    out: list[View] = []
+    budget = MAX_DECODED_VIEWS
+    if _H_B64 in hints:
+        for m in _B64.finditer(cleaned):
+            if budget <= 0:
+                break
+            dec = _decode_b64(m.group()[:MAX_SPAN])
+            if dec is not None:
+                out.append(_make_view("base64", dec, m.span()))
+                flags.add("base64")
+                budget -= 1
+    if _H_HEX in hints:
+        for m in _HEX.finditer(cleaned):
+            if budget <= 0:
+                break
+            dec = _decode_hex(m.group()[:MAX_SPAN])
+            if dec is not None:
+                out.append(_make_view("hex", dec, m.span()))
+                flags.add("hex")
+                budget -= 1
+    if _H_URL in hints and budget > 0:
+        # Decode the whole text once: encoded words are often separated by plain ones.
+        part = cleaned[: MAX_SPAN * 4]
+        dec = unquote(part)
+        if dec != part:
+            out.append(_make_view("url", dec, (0, len(part))))
+            flags.add("url_encoded")
+    if _H_ROT13 in hints:
+        rot = cleaned[: MAX_SPAN * 4].translate(_ROT13)
+        out.append(_make_view("rot13", rot, (0, len(cleaned))))
+        flags.add("rot13_hint")
+    if _H_REVERSE in hints:
+        rev = cleaned[: MAX_SPAN * 4][::-1]
+        out.append(_make_view("reversed", rev, (0, len(cleaned))))
+        flags.add("reverse_hint")
+    return out
+
+
+def rot13(s: str) -> str:
+    return codecs.encode(s, "rot13")
+
+
+def map_offsets(original: str, start: int, end: int) -> tuple[int, int]:
+    """Map a ``[start, end)`` span of the ``text`` view of ``original`` back to ``original``.
+
+    Slow path (a Python loop over the text): call it only for matches. Returns ``(-1, -1)``
+    when the mapping cannot be reconstructed (e.g. HTML entities changed the text length).
+    """
+    # Rebuild the "text" view character by character with an index map.
+    chars: list[str] = []
+    index: list[int] = []
+    pending_space = True  # leading pad
+    chars.append(" ")
+    index.append(0)
+    for i, ch in enumerate(original):
+        folded = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
+        folded = folded.translate(_TABLE).lower()
+        for c in folded:
+            if (c.isalnum() if c.isascii() else not c.isspace()):
+                if pending_space and chars[-1] != " ":
+                    chars.append(" ")
+                    index.append(i)
+                chars.append(c)
+                index.append(i)
+                pending_space = False
+            else:
+                pending_space = True
+    chars.append(" ")
+    index.append(len(original))
+    if start < 0 or end > len(index) or start >= end:
+        return (-1, -1)
+    # Trim the pad/space edges of the match to word characters.
+    s, e = start, end
+    while s < e and chars[s] == " ":
+        s += 1
+    while e > s and chars[e - 1] == " ":
+        e -= 1
+    if s >= e:
+        return (-1, -1)
+    return (index[s], index[e - 1] + 1)
+
+
+__all__ = ["DECODED_VIEWS", "Normalized", "View", "clean", "map_offsets", "normalize", "raw_view", "words"]
