@@ -95,7 +95,7 @@ class GuardEngine:
                                            thread_name_prefix="slg-guard")
         self.resources = Resources(executor=self.executor, backends=dict(backends or {}),
                                    policy_dir=str(self.store.path.parent))
-        self.audit = audit if audit is not None else build_audit_sink(self.store.get().policy.audit)
+        self.audit = audit if audit is not None else build_audit_sink(self.store.get().policy)
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
         self._guard_cache: dict[tuple[str, str, int], Guard] = {}
         self._lock = threading.Lock()
@@ -228,7 +228,7 @@ class GuardEngine:
 
     def _audit(self, decision: Decision, ctx: RequestContext | None, **extra: Any) -> None:
         try:
-            self.audit.emit(decision_record(decision, ctx, **extra))
+            self.audit.emit(decision_record(decision, ctx, self.loaded.policy.audit, **extra))
         except Exception as exc:  # the audit path must never fail a request
             log.error("audit emit failed: %s", type(exc).__name__)
 

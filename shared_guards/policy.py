@@ -149,9 +149,107 @@ class Defaults(_Model):
     guards: list[GuardSpec] = Field(default_factory=list)
 
 
+class CaptureMode(StrEnum):
+    """How much of the prompt an audit record keeps (see docs/audit.md)."""
+
+    NONE = "none"  # rule ids, entity types and counts only (default)
+    HASHED = "hashed"  # keyed HMAC-SHA256 of each text, for correlation without content
+    REDACTED = "redacted"  # the text after the PII guard's masking, else hashed
+    FULL = "full"  # raw text: only for departments listed in audit.full_capture_allowed
+
+
+class SinkType(StrEnum):
+    SYSLOG_CEF = "syslog_cef"
+    HTTP = "http"
+    OCSF_FILE = "ocsf_file"
+
+
+class HttpFormat(StrEnum):
+    JSON = "json"  # a JSON array of audit records
+    SPLUNK_HEC = "splunk_hec"  # Splunk HTTP Event Collector (/services/collector/event)
+    ELASTIC_BULK = "elastic_bulk"  # Elasticsearch / OpenSearch _bulk NDJSON
+    OCSF = "ocsf"  # a JSON array of OCSF events
+
+
+class AuditSinkSpec(_Model):
+    """A SIEM sink fed from the audit queue in the background (never on the request path)."""
+
+    type: SinkType
+    name: str | None = Field(None, description="Label for metrics and alerts; defaults to the type.")
+    host: str = Field("127.0.0.1", description="syslog_cef: syslog server host.")
+    port: int | None = Field(None, gt=0, lt=65536, description="syslog_cef: syslog server port (514).")
+    protocol: str = Field("udp", pattern="^(udp|tcp)$", description="syslog_cef: udp or tcp.")
+    url: str | None = Field(None, pattern="^https?://", description="http: endpoint URL.")
+    format: HttpFormat = HttpFormat.JSON
+    token_env: str | None = Field(None, description="http: environment variable holding the token.")
+    index: str = Field("slg-audit", description="http elastic_bulk: index; splunk_hec: sourcetype prefix.")
+    path: str | None = Field(None, description="ocsf_file: JSONL file of OCSF events.")
+    queue_size: int = Field(10_000, gt=0, le=1_000_000)
+    batch_size: int = Field(200, gt=0, le=10_000)
+    flush_interval_ms: int = Field(500, gt=0, le=60_000)
+    timeout_ms: int = Field(2000, gt=0, le=60_000)
+    max_attempts: int = Field(12, ge=0, description="Send attempts per batch before it is dropped (0 = forever).")
+    backoff_initial_ms: int = Field(500, gt=0)
+    backoff_max_ms: int = Field(30_000, gt=0)
+
+    @model_validator(mode="after")
+    def _needed(self) -> AuditSinkSpec:
+        if self.type is SinkType.SYSLOG_CEF and self.port is None:
+            raise ValueError("syslog_cef sink needs port")
+        if self.type is SinkType.HTTP and not self.url:
+            raise ValueError("http sink needs url")
+        if self.type is SinkType.OCSF_FILE and not self.path:
+            raise ValueError("ocsf_file sink needs path")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type.value
+
+
 class AuditSettings(_Model):
     path: str = Field("var/audit.jsonl", description="JSONL file, relative to the working directory.")
     enabled: bool = True
+    max_bytes: int = Field(100_000_000, ge=0, description="Rotate the JSONL file past this size (0 = never).")
+    queue_size: int = Field(50_000, gt=0, le=10_000_000, description="Records waiting for the writer thread.")
+    flush_interval_ms: int = Field(200, gt=0, le=60_000)
+    batch_size: int = Field(500, gt=0, le=100_000)
+    fsync: bool = Field(False, description="fsync the JSONL file after every batch.")
+    capture: CaptureMode = Field(CaptureMode.NONE, description="Prompt capture for every department.")
+    capture_departments: dict[str, CaptureMode] = Field(default_factory=dict, description="Per-department override.")
+    full_capture_allowed: list[str] = Field(
+        default_factory=list, description="Departments explicitly allowed `full` capture (e.g. a sandbox)."
+    )
+    redaction_guards: list[str] = Field(["pii"], description="Guard ids whose output counts as redacted text.")
+    hash_key_env: str = Field("SLG_AUDIT_HASH_KEY", description="Environment variable with the HMAC key.")
+    sinks: list[AuditSinkSpec] = Field(default_factory=list)
+
+    def capture_for(self, department: str) -> CaptureMode:
+        return self.capture_departments.get(department, self.capture)
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class AlertSettings(_Model):
+    webhook_url: str | None = Field(None, pattern="^https?://", description="Slack-compatible webhook; env SLG_ALERT_WEBHOOK overrides.")
+    min_severity: Severity = Field(Severity.HIGH, description="Alert on blocks at or above this severity.")
+    repeat_threshold: int = Field(5, ge=0, description="Alert when one identity is blocked this often (0 = off).")
+    repeat_window_s: float = Field(60.0, gt=0)
+    on_errors: bool = Field(True, description="Alert on guard or backend failures.")
+    dedup_window_s: float = Field(300.0, ge=0, description="Identical alerts are sent once per window.")
+    max_per_minute: int = Field(20, gt=0, description="Rate limit for webhook posts.")
+    timeout_ms: int = Field(3000, gt=0, le=60_000)
+
+
+class MetricsSettings(_Model):
+    port: int | None = Field(None, ge=0, lt=65536, description="Prometheus port (env SLG_METRICS_PORT); unset = off.")
+    addr: str = Field("127.0.0.1", description="Bind address of the metrics server.")
+    port_span: int = Field(16, ge=1, le=1024, description="Try port .. port+span-1 (one per worker process).")
 
 
 class VerdictCacheSettings(_Model):
@@ -181,8 +279,8 @@ class Policy(_Model):
     api_keys: list[ApiKey] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     backends: BackendSettings = Field(default_factory=BackendSettings)
-    alerts: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -192,6 +290,12 @@ class Policy(_Model):
         for i, k in enumerate(self.api_keys):
             if k.department not in names:
                 raise ValueError(f"api_keys[{i}].department: unknown department {k.department!r}")
+        for dep in [*self.audit.capture_departments, *self.audit.full_capture_allowed]:
+            if dep not in names:
+                raise ValueError(f"audit: unknown department {dep!r}")
+        for dep in names:
+            if self.audit.capture_for(dep) is CaptureMode.FULL and dep not in self.audit.full_capture_allowed:
+                raise ValueError(f"audit: full prompt capture for {dep!r} needs audit.full_capture_allowed: [{dep}]")
         return self
 
     def guards_for(self, department: str) -> list[GuardSpec]:

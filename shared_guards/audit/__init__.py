@@ -1,92 +1,48 @@
-"""Audit trail: one record per decision, hash-chained, never raw prompts or PII.
+"""Audit trail: one record per decision, hash-chained, never raw prompts or PII by default.
 
-``decision_record`` builds the record from a decision; ``build_audit_sink`` builds the sink the
-policy asks for. Sinks must never block or fail the request path.
+``decision_record`` builds the record from a decision (on the request path, cheap, text-free);
+``build_audit_sink`` builds what the engine emits into: an :class:`AuditHub` that queues records
+and, in a background thread, writes the JSONL system of record (:mod:`.jsonl`), feeds the SIEM
+sinks (:mod:`.sinks`), the Prometheus metrics and the alerts. Sinks never block or fail the
+request path. ``slg audit verify`` checks the chain (:mod:`.chain`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
-import threading
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    from shared_guards.guard import RequestContext
-    from shared_guards.policy import AuditSettings
-    from shared_guards.types import Decision
+from shared_guards.audit.chain import GENESIS, VerifyResult, verify_files
+from shared_guards.audit.hub import AuditHub
+from shared_guards.audit.jsonl import JsonlAuditSink, rotated_files
+from shared_guards.audit.record import decision_record
 
-GENESIS = "0" * 64
+if TYPE_CHECKING:
+    from shared_guards.policy import AuditSettings, Policy
+
+log = logging.getLogger("shared_guards.audit")
+
+__all__ = [
+    "GENESIS",
+    "AuditHub",
+    "AuditSink",
+    "JsonlAuditSink",
+    "NullAuditSink",
+    "VerifyResult",
+    "audit_path",
+    "build_audit_sink",
+    "decision_record",
+    "rotated_files",
+    "verify_files",
+]
 
 
 class AuditSink(Protocol):
     def emit(self, record: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def decision_record(decision: Decision, ctx: RequestContext | None, **extra: Any) -> dict[str, Any]:
-    """The audit record of one decision: identities, rule ids, entity types, timings; no text."""
-    identity = ctx.identity if ctx is not None else decision.request.identity
-    rec: dict[str, Any] = {
-        "ts": time.time(),
-        "request_id": ctx.request_id if ctx is not None else decision.request.request_id,
-        "gateway": identity.gateway,
-        "identity": identity.audit_view(),
-        "department": decision.department or (ctx.department if ctx is not None else ""),
-        "model": decision.request.model,
-        "stage": decision.stage.value,
-        "decision": decision.action.value,
-        "mode": decision.mode,
-        "changed": decision.changed,
-        "policy_version": decision.policy_version,
-        "guards": [{"guard": t.guard, "ms": round(t.ms, 3), "outcome": t.outcome} for t in decision.timings],
-        "findings": [f.audit_view() for f in decision.findings],
-        "errors": list(decision.errors),
-    }
-    if decision.violation is not None:
-        v = decision.violation
-        rec["violation"] = {"status": v.http_status, "code": v.code, "rule_id": v.rule_id}
-    rec.update(extra)
-    return rec
-
-
-class JsonlAuditSink:
-    """Append-only JSONL with a hash chain: each record carries ``prev`` and its own ``hash``."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._prev = self._last_hash()
-
-    def _last_hash(self) -> str:
-        try:
-            with self.path.open("rb") as fh:
-                last = b""
-                for line in fh:
-                    if line.strip():
-                        last = line
-            return str(json.loads(last)["hash"]) if last else GENESIS
-        except (OSError, ValueError, KeyError):
-            return GENESIS
-
-    def emit(self, record: Mapping[str, Any]) -> None:
-        with self._lock:
-            body = dict(record)
-            body["prev"] = self._prev
-            canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-            body["hash"] = hashlib.sha256(canonical.encode()).hexdigest()
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str) + "\n")
-            self._prev = body["hash"]
-
-    def close(self) -> None:
-        return None
 
 
 class NullAuditSink:
@@ -97,7 +53,40 @@ class NullAuditSink:
         return None
 
 
-def build_audit_sink(settings: AuditSettings) -> AuditSink:
-    if not settings.enabled:
-        return NullAuditSink()
-    return JsonlAuditSink(os.environ.get("SLG_AUDIT_PATH") or settings.path)
+def audit_path(settings: AuditSettings) -> str:
+    """The JSONL path: ``$SLG_AUDIT_PATH`` if set, else ``audit.path`` (relative to the cwd)."""
+    return os.environ.get("SLG_AUDIT_PATH") or settings.path
+
+
+def build_audit_sink(settings: AuditSettings | Policy) -> AuditSink:
+    """The engine's audit sink. Given the whole policy, alerts and metrics are wired in too and the
+    metrics server is started (once per process) when ``metrics.port`` / ``SLG_METRICS_PORT`` is set."""
+    from shared_guards.alerts import AlertManager
+    from shared_guards.audit.sinks import build_remote_sink
+    from shared_guards.metrics import default_metrics, start_metrics_server
+    from shared_guards.policy import AlertSettings, MetricsSettings, Policy
+
+    if isinstance(settings, Policy):
+        audit, alert_settings, metrics_settings = settings.audit, settings.alerts, settings.metrics
+    else:
+        audit, alert_settings, metrics_settings = settings, AlertSettings(), MetricsSettings()
+    metrics = default_metrics()
+    start_metrics_server(metrics_settings, metrics)
+    alerts = AlertManager(alert_settings, metrics)
+
+    def on_drop(sink: str, reason: str, count: int) -> None:
+        metrics.dropped(sink, reason, count)
+        alerts.system("audit_dropped", f"{sink}:{reason}",
+                      f"audit sink {sink} dropped {count} record(s) ({reason}); the JSONL file keeps them"
+                      if sink != "jsonl" else f"{count} audit record(s) lost before the JSONL file ({reason})")
+
+    jsonl = JsonlAuditSink(audit_path(audit), max_bytes=audit.max_bytes, fsync=audit.fsync) if audit.enabled else None
+    sinks = [build_remote_sink(spec, on_drop) for spec in audit.sinks] if audit.enabled else []
+
+    def queue_depth(rec: Mapping[str, Any]) -> None:
+        metrics.audit_queue.set(hub.pending())
+
+    hub = AuditHub(jsonl, sinks, [metrics.observe, alerts.observe, queue_depth],
+                   queue_size=audit.queue_size, batch_size=audit.batch_size,
+                   flush_interval=audit.flush_interval_ms / 1000, on_drop=on_drop, closers=[alerts.close])
+    return hub
