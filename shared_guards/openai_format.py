@@ -43,7 +43,8 @@ _PART_KINDS: dict[str, PartKind] = {
 
 
 def _bad(message: str, param: str = "messages") -> MalformedRequest:
-    return MalformedRequest(f"{message} (rule request.malformed)", rule_id="request.malformed", param=param)
+    return MalformedRequest(f"{message.rstrip('.')} (rule request.malformed).", rule_id="request.malformed",
+                            param=param)
 
 
 def parse_json_body(raw: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
