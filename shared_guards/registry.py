@@ -24,6 +24,7 @@ BUILTIN_GUARDS: dict[str, str] = {
     "injection_pattern": "shared_guards.guards.injection_pattern:PatternGuard",
     "injection_semantic": "shared_guards.guards.injection_semantic:SemanticGuard",
     "injection_context": "shared_guards.guards.injection_context:ContextGuard",
+    "injection": "shared_guards.guards.injection:InjectionGuard",
     "pii": "shared_guards.guards.pii:PIIGuard",
     "quota": "shared_guards.guards.quota:QuotaGuard",
 }
