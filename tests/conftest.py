@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures_litellm",
     "tests.kong_harness",
     "tests.fixtures_redis",
+    "tests.fixtures_service",
 ]

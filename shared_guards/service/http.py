@@ -57,6 +57,15 @@ class Metrics:
         self.streams = Gauge("slg_service_open_streams", "Streamed answers in progress", registry=self.registry)
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "literal"})
+
+
+def _union_tag(part: int | str) -> bool:
+    """pydantic puts the tried union member into an error's location ("str", "list[...]",
+    "ContentPartIn"); our field names are lower snake_case."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or part[:1].isupper() or any(c in part for c in "[-"))
+
+
 def _presented_token(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -110,7 +119,7 @@ class Api:
             return model.model_validate(data), data
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
+            loc = ".".join(str(p) for p in err["loc"] if not _union_tag(p)) or "body"
             raise MalformedRequest(f"Invalid request: {loc}: {err['msg']}.", rule_id="request.schema",
                                    param=loc) from None
 
