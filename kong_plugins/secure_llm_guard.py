@@ -171,7 +171,9 @@ class Plugin:
     def _access(self, kong: Any) -> None:
         engine = self.engine_or_unavailable()
         consumer = _pdk(kong.client.get_consumer)
-        groups = _pdk(kong.client.get_consumer_groups) if isinstance(consumer, dict) else None
+        groups = None
+        if isinstance(consumer, dict) and self._policy_uses_groups(engine):  # one round trip less when not
+            groups = _pdk(kong.client.get_consumer_groups)
         identity = _identity(consumer, groups)
         try:
             raw = _body_bytes(_pdk(kong.request.get_raw_body))
@@ -203,6 +205,10 @@ class Plugin:
             _pdk(kong.service.request.set_raw_body, json.dumps(new_body))
         if decision.headers:
             _pdk(kong.response.set_headers, dict(decision.headers))
+
+    @staticmethod
+    def _policy_uses_groups(engine: GuardEngine) -> bool:
+        return any(d.match.consumer_groups for d in engine.loaded.policy.departments.values())
 
     # -- response ----------------------------------------------------------------------------------
 

@@ -116,7 +116,8 @@ def test_few_pdk_calls_per_request(kong_harness: KongHarness) -> None:
     """Every PDK call is a socket round trip inside Kong: the body is read exactly once."""
     r = kong_harness.access(OK, "marketing")
     assert r.methods.count("kong.request.get_raw_body") == 1
-    assert len(r.methods) <= 6, r.methods
+    assert len(r.methods) <= 5, r.methods
+    assert "kong.client.get_consumer_groups" not in r.methods  # the demo policy matches no groups
     blocked = kong_harness.access(OK, None)
     assert "kong.request.get_raw_body" not in blocked.methods  # refused before reading the body
 
@@ -315,7 +316,8 @@ def test_sanitized_request_is_forwarded_and_answer_restored(custom: KongHarness)
 
 
 def test_consumer_group_identity(custom: KongHarness) -> None:
-    assert not custom.access(chat("code-large"), "dana", groups=["engineering"]).exited
+    r = custom.access(chat("code-large"), "dana", groups=["engineering"])
+    assert not r.exited and "kong.client.get_consumer_groups" in r.methods
     assert_openai_error(custom.access(chat("general"), "dana", groups=["engineering"]), 403, "rbac.model")
     assert_openai_error(custom.access(chat("code-large"), "dana", groups=["sales"]), 401, None)
     # Lua sends an empty group list as an empty map
