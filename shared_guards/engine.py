@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from shared_guards.audit import AuditSink, build_audit_sink, decision_record
+from shared_guards.backends import ensure_backends
 from shared_guards.context_store import ContextStore
 from shared_guards.errors import GuardViolation, Unauthenticated
 from shared_guards.guard import Guard, RequestContext, Resources, StreamFilter
@@ -121,6 +122,7 @@ class GuardEngine:
     def _build_pipeline(self, loaded: LoadedPolicy, department: str) -> Pipeline:
         policy = loaded.policy
         self.resources.policy_version = loaded.version
+        ensure_backends(self.resources.backends, policy.backends)  # quota store, verdict cache
         rbac_spec = GuardSpec(name="rbac")
         bound = [BoundGuard(RBACGuard(RBACGuard.Config(), self.resources), rbac_spec, OnError.FAIL_CLOSED, tier=0)]
         for spec in policy.guards_for(department):
@@ -129,7 +131,7 @@ class GuardEngine:
             tier = int(getattr(cls, "tier", 1))
             bound.append(BoundGuard(guard, spec, policy.on_error_for(department, spec), tier=tier))
         return Pipeline(bound, department=department, mode=policy.mode_for(department),
-                        policy_version=loaded.version)
+                        policy_version=loaded.version, cache=self.resources.backends.get("verdict_cache"))
 
     def pipeline(self, department: str) -> Pipeline:
         loaded = self.loaded

@@ -78,6 +78,9 @@ class Guard(ABC):
     stages: ClassVar[frozenset[Stage]] = frozenset({Stage.REQUEST})
     # A modifying guard may return a sanitized request/response; modifiers run in policy order.
     modifies: ClassVar[bool] = False
+    # Opt-in verdict cache (shared_guards.cache): set True only for a non-modifying content guard
+    # whose verdict is a deterministic function of the request's messages/tools and its config.
+    cacheable: ClassVar[bool] = False
     # Pure-Python fast guards run inline; slow ones should offload to ``resources.executor``.
 
     def __init__(self, config: GuardConfig, resources: Resources) -> None:

@@ -22,7 +22,8 @@ async def backend(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
     if request.param == "memory":
         yield MemoryBackend()
         return
-    b = ResilientBackend(RedisBackend(redis_url, timeout_s=0.5), timeout_s=0.5)
+    # Generous timeouts: these tests are about semantics, and CI machines are busy.
+    b = ResilientBackend(RedisBackend(redis_url, timeout_s=3.0), timeout_s=3.0)
     yield b
     await b.close()
 

@@ -74,6 +74,8 @@ class CircuitBreaker:
 
     def failure(self) -> None:
         with self._lock:
+            if self._trips and not self._probing and self._clock() < self._open_until:
+                return  # a call started before the circuit opened: already counted
             self._consecutive += 1
             if self._probing or self._consecutive >= self.failures:
                 backoff = min(self.max_backoff_s, self.base_backoff_s * (2 ** min(self._trips, 16)))
