@@ -1,0 +1,332 @@
+"""The PII analyzer: Presidio's ``AnalyzerEngine`` with our recognizers, a windowed spaCy NER, cheap
+pre-filters, overlap resolution and a small result cache.
+
+Built once per process per :class:`AnalyzerSettings` (:func:`get_analyzer`). ``analyze`` is
+CPU-bound and synchronous: guards call it in ``resources.executor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # before presidio imports tldextract
+
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    DateRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+    UrlRecognizer,
+    UsLicenseRecognizer,
+    UsPassportRecognizer,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared_guards.pii import recognizers as rec
+from shared_guards.pii.entities import NER_ENTITIES, Entity
+from shared_guards.pii.nlp import DEFAULT_MODEL, WindowedSpacyNlpEngine
+
+# Presidio can log analysis details (with text) at DEBUG: keep its loggers quiet.
+for _name in ("presidio-analyzer", "presidio-anonymizer"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+class AnalyzerSettings(BaseModel):
+    """What the analyzer is built from; also its cache key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spacy_model: str = Field(DEFAULT_MODEL, description="spaCy package name or path of a pipeline with 'ner'.")
+    ner_window: int = Field(6, ge=0, le=64, description="Tokens around capitalized words fed to NER; 0 = whole text.")
+    mrn_patterns: tuple[str, ...] = Field(
+        rec.DEFAULT_MRN_PATTERNS,
+        description="Regexes for medical record numbers (group 1, if any, is the number).",
+    )
+    phonenumbers_regions: tuple[str, ...] = Field(("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU"))
+    prefilter: bool = Field(True, description="Skip recognizers whose trigger characters are absent.")
+    cache_size: int = Field(2048, ge=0, le=1_000_000)
+
+    @field_validator("mrn_patterns")
+    @classmethod
+    def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"bad regex {p!r}: {exc}") from None
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected span. Carries offsets, never the value."""
+
+    entity: str
+    start: int
+    end: int
+    score: float
+    rule: str = ""
+
+
+# Lower tier wins an overlap; within a tier the higher score, then the longer span.
+_TIER: dict[str, int] = {
+    Entity.SECRET: 0, Entity.CREDIT_CARD: 0, Entity.IBAN_CODE: 0, Entity.US_SSN: 0, Entity.CN_RESIDENT_ID: 0,
+    Entity.UK_NINO: 0, Entity.EMAIL_ADDRESS: 0,
+    Entity.IP_ADDRESS: 1, Entity.URL: 1, Entity.MEDICAL_RECORD_NUMBER: 1, Entity.US_PASSPORT: 1,
+    Entity.PASSPORT: 1, Entity.PHONE_NUMBER: 1, Entity.US_DRIVER_LICENSE: 2, Entity.STREET_ADDRESS: 2,
+    Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
+}
+_RAW_MIN_SCORE = 0.15
+_IBANISH = re.compile(r"[A-Za-z]{2}\d{2}")
+_SECRET_HINT = re.compile(
+    r"(?i)sk-|akia|asia|gh[pousr]_|github_pat|xox|eyj|private key|aiza|hooks\.slack|_live_|_test_|key|token|secret|"
+    r"passw|pwd|bearer|auth|credential"
+)
+
+
+def _features(text: str) -> tuple[int, int]:
+    digits = sum(1 for c in text if c.isdigit()) if any(c.isdigit() for c in text) else 0
+    upper = sum(1 for c in text if c.isupper())
+    return digits, upper
+
+
+class PIIAnalyzer:
+    """Presidio analyzer with our registry and NLP engine. Thread-safe; use through an executor."""
+
+    def __init__(self, settings: AnalyzerSettings | None = None) -> None:
+        self.settings = settings or AnalyzerSettings()
+        s = self.settings
+        self.nlp_engine = WindowedSpacyNlpEngine(s.spacy_model, window=s.ner_window)
+        self.nlp_engine.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        for r in self._recognizers():
+            registry.add_recognizer(r)
+        self.engine = AnalyzerEngine(
+            registry=registry,
+            nlp_engine=self.nlp_engine,
+            supported_languages=["en"],
+            context_aware_enhancer=LemmaContextAwareEnhancer(context_prefix_count=6, context_suffix_count=2),
+        )
+        self.supported: frozenset[str] = frozenset(registry.get_supported_entities(["en"]))
+        self._cache: OrderedDict[tuple[bytes, frozenset[str]], tuple[Detection, ...]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def _recognizers(self) -> list[EntityRecognizer]:
+        s = self.settings
+        return [
+            CreditCardRecognizer(),
+            IbanRecognizer(),
+            EmailRecognizer(),
+            IpRecognizer(),
+            UrlRecognizer(),
+            DateRecognizer(),
+            UsLicenseRecognizer(),
+            UsPassportRecognizer(),
+            PhoneRecognizer(supported_regions=list(s.phonenumbers_regions)),
+            SpacyRecognizer(supported_entities=[e.value for e in NER_ENTITIES]),
+            rec.RuleRecognizer("slg_national_ids", rec.national_id_rules()),
+            rec.RuleRecognizer("slg_secrets", rec.secret_rules()),
+            rec.RuleRecognizer("slg_phones", rec.phone_rules()),
+            rec.RuleRecognizer("slg_addresses", rec.address_rules()),
+            rec.RuleRecognizer("slg_person_cues", rec.person_rules()),
+            rec.RuleRecognizer("slg_mrn", rec.mrn_rules(s.mrn_patterns)),
+            rec.RuleRecognizer("slg_cards", rec.card_rules()),
+            rec.RuleRecognizer("slg_ages", rec.age_rules()),
+        ]
+
+    # -- pre-filter ------------------------------------------------------------------------------
+
+    def candidates(self, text: str, entities: Collection[str]) -> set[str]:
+        """The requested entities that could possibly occur in ``text`` (cheap character tests)."""
+        want = set(entities) & self.supported
+        if not self.settings.prefilter:
+            return want
+        digits, upper = _features(text)
+        keep: set[str] = set()
+        for e in want:
+            if e == Entity.EMAIL_ADDRESS:
+                ok = "@" in text
+            elif e == Entity.CREDIT_CARD:
+                ok = digits >= 12
+            elif e == Entity.IBAN_CODE:
+                ok = digits >= 8 and _IBANISH.search(text) is not None
+            elif e == Entity.CN_RESIDENT_ID:
+                ok = digits >= 17
+            elif e in (Entity.US_SSN, Entity.UK_NINO, Entity.PASSPORT, Entity.US_PASSPORT):
+                ok = digits >= 6
+            elif e in (Entity.PHONE_NUMBER, Entity.US_DRIVER_LICENSE):
+                ok = digits >= 5
+            elif e == Entity.IP_ADDRESS:
+                ok = (digits >= 4 and "." in text) or "::" in text or text.count(":") >= 3
+            elif e == Entity.URL:
+                low = text.lower()
+                ok = "://" in low or "www." in low
+            elif e == Entity.SECRET:
+                ok = ("-----BEGIN" in text) or _SECRET_HINT.search(text) is not None
+            elif e in (Entity.STREET_ADDRESS, Entity.MEDICAL_RECORD_NUMBER, Entity.AGE):
+                ok = digits >= 1
+            elif e in NER_ENTITIES:
+                ok = upper > 0 or digits >= 4
+            else:
+                ok = True
+            if ok:
+                keep.add(e)
+        return keep
+
+    # -- analysis --------------------------------------------------------------------------------
+
+    def _raw(self, text: str, entities: frozenset[str]) -> tuple[Detection, ...]:
+        cand = self.candidates(text, entities)
+        if not cand or not text.strip():
+            return ()
+        artifacts = self.nlp_engine.artifacts(text, ner=bool(cand & NER_ENTITIES))
+        results = self.engine.analyze(text, language="en", entities=sorted(cand), nlp_artifacts=artifacts,
+                                      score_threshold=_RAW_MIN_SCORE)
+        dets = [d for d in _to_detections(results) if _plausible(text, d)]
+        dets = resolve_overlaps(dets)
+        if Entity.PERSON in cand:
+            dets = propagate_names(text, dets)
+        return tuple(dets)
+
+    def analyze(
+        self,
+        text: str,
+        entities: Collection[str] | None = None,
+        *,
+        threshold: float = 0.4,
+        thresholds: dict[str, float] | None = None,
+        allow_list: Iterable[str] = (),
+        allow_patterns: Iterable[re.Pattern[str]] = (),
+    ) -> list[Detection]:
+        """Detections in ``text`` for ``entities`` (default: all supported), scored at least the
+        entity's threshold, minus allow-listed values. Sorted by start offset."""
+        ents = frozenset(entities) if entities is not None else self.supported
+        raw = self._cached(text, ents)
+        allowed = {a.casefold() for a in allow_list}
+        pats = tuple(allow_patterns)
+        out = []
+        for d in raw:
+            if d.score < (thresholds or {}).get(d.entity, threshold):
+                continue
+            if allowed or pats:
+                value = text[d.start:d.end]
+                if value.casefold() in allowed or any(p.fullmatch(value) for p in pats):
+                    continue
+            out.append(d)
+        return out
+
+    def _cached(self, text: str, ents: frozenset[str]) -> tuple[Detection, ...]:
+        size = self.settings.cache_size
+        if size <= 0:
+            return self._raw(text, ents)
+        key = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), ents)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        raw = self._raw(text, ents)
+        with self._cache_lock:
+            self._cache[key] = raw
+            while len(self._cache) > size:
+                self._cache.popitem(last=False)
+        return raw
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+
+def _to_detections(results: list[RecognizerResult]) -> list[Detection]:
+    out = []
+    for r in results:
+        meta = r.recognition_metadata or {}
+        rule = str(meta.get("rule") or meta.get(RecognizerResult.RECOGNIZER_NAME_KEY) or "")
+        out.append(Detection(str(r.entity_type), r.start, r.end, round(float(r.score), 4), rule))
+    return out
+
+
+_DATE_WORDS = re.compile(
+    r"(?i)\b(?:mon|tues|wednes|thurs|fri|satur|sun)day\b|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)"
+    r"[a-z]*\b|\b(?:today|tomorrow|yesterday|tonight)\b"
+)
+_DATE_DIGITS = re.compile(r"\d{1,4}[/.\-:]\d{1,2}|\b(?:1[89]|20)\d{2}\b|\d(?:st|nd|rd|th)\b")
+_DURATION = re.compile(r"(?i)\b\d+\+?\s?(?:years?|months?|weeks?|days?|hours?|minutes?|yrs?)\b(?:\s+old)?")
+
+
+def _plausible(text: str, d: Detection) -> bool:
+    """Drop NER dates that are durations or bare numbers (\"a year\", \"19 year old\", a zip code)."""
+    if d.entity != Entity.DATE_TIME or d.rule != "SpacyRecognizer":
+        return True
+    value = text[d.start:d.end]
+    if _DURATION.search(value) and not _DATE_WORDS.search(value):
+        return False
+    return bool(_DATE_WORDS.search(value) or _DATE_DIGITS.search(value))
+
+
+_NER = frozenset(e.value for e in NER_ENTITIES)
+
+
+def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
+    """Keep non-overlapping detections. A confident pattern match (address, phone, ID...) beats the
+    NER spans inside it; otherwise higher score first, then lower tier, then longer."""
+    strong = [d for d in dets if d.entity not in _NER and d.score >= 0.4]
+    if strong:
+        dets = [d for d in dets if d.entity not in _NER or d.rule != "SpacyRecognizer"
+                or not any(d.start < t.end and t.start < d.end for t in strong)]
+    order = sorted(dets, key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
+    taken: list[Detection] = []
+    for d in order:
+        if any(d.start < t.end and t.start < d.end for t in taken):
+            continue
+        taken.append(d)
+    taken.sort(key=lambda d: (d.start, d.end))
+    return taken
+
+
+_NAME_TOKEN = re.compile(r"[^\W\d_][\w'’\-]{2,}")
+
+
+def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:
+    """Other occurrences of a detected name's capitalized parts are the same person
+    ("Faina D. Yefremova ... early Yefremova")."""
+    parts = {m.group(0) for d in dets if d.entity == Entity.PERSON
+             for m in _NAME_TOKEN.finditer(text, d.start, d.end) if m.group(0)[0].isupper()}
+    if not parts:
+        return dets
+    rx = re.compile(r"(?<![\w'’\-])(?:" + "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
+                    + r")(?![\w'’\-])")
+    extra: list[Detection] = []
+    for m in rx.finditer(text):
+        s, e = m.span()
+        if not any(s < d.end and d.start < e for d in dets) and not any(s < x.end and x.start < e for x in extra):
+            extra.append(Detection(Entity.PERSON.value, s, e, 0.6, "name_propagation"))
+    if not extra:
+        return dets
+    return sorted([*dets, *extra], key=lambda d: (d.start, d.end))
+
+
+_analyzers: dict[AnalyzerSettings, PIIAnalyzer] = {}
+_analyzers_lock = threading.Lock()
+
+
+def get_analyzer(settings: AnalyzerSettings | None = None) -> PIIAnalyzer:
+    """One analyzer per settings per process."""
+    key = settings or AnalyzerSettings()
+    with _analyzers_lock:
+        a = _analyzers.get(key)
+        if a is None:
+            a = _analyzers[key] = PIIAnalyzer(key)
+        return a

