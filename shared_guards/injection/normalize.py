@@ -123,14 +123,15 @@ _ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|ve
 _REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
 
 # One RE2 set answers "which of the optional views could apply?" in a single pass.
-_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE = range(7)
+_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE, _H_MORSE = range(8)
+_MORSE_HINT = re2.compile(r"(?:[.-]{1,6} ){8,}")
 
 
 def _hint_set() -> re2.Set:
     opts = re2.Options()
     opts.log_errors = False
     hs = re2.Set.SearchSet(opts)
-    for r in (_LEET_HINT, _SPACED, _B64, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT):
+    for r in (_LEET_HINT, _SPACED, _B64, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT):
         hs.Add(r.pattern)
     hs.Compile()
     return hs
@@ -196,11 +197,25 @@ def clean(text: str) -> tuple[str, set[str]]:
             flags.add("bidi")
         if _ZW_RE.search(nfkc):
             flags.add("zero_width")
+            # Invisible characters between letters, several times: text smuggled past filters.
+            if _count(_ZW_IN_WORD, nfkc, 3) >= 3:
+                flags.add("zero_width_multi")
         if _TAG_RE.search(nfkc):
             flags.add("tag_chars")
         if _MIXED_RE.search(nfkc):
             flags.add("homoglyph")
+            if _count(_MIXED_WORD, nfkc, 2) >= 2:
+                flags.add("homoglyph_multi")
     return out, flags
+
+
+def _count(rx: re2._Regexp, s: str, enough: int) -> int:
+    n = 0
+    for _ in rx.finditer(s):
+        n += 1
+        if n >= enough:
+            break
+    return n
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
@@ -213,8 +228,13 @@ def _translate_run(m: re.Match[str]) -> str:
 _BIDI_RE = re2.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
 _ZW_RE = re2.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _TAG_RE = re2.compile(r"[\x{E0000}-\x{E007F}]")
+_LOOKALIKE = "".join(sorted(c for c in _CONFUSABLES if ord(c) >= 0x370 and c.isalpha()))
+_ZW_IN_WORD = re2.compile("\\pL[\u200b\u200c\u200d\u2060\ufeff\u00ad]+\\pL")
+# Whole words mixing Latin and lookalike letters (each found once).
+# A word where lookalikes sit between Latin letters or Latin letters between lookalikes.
+_MIXED_WORD = re2.compile(f"[A-Za-z][{_LOOKALIKE}]+[A-Za-z]|[{_LOOKALIKE}][A-Za-z]+[{_LOOKALIKE}]")
 # A Latin letter next to a Cyrillic/Greek/Armenian lookalike inside one word.
-_MIXED_RE = re2.compile(r"[A-Za-z][\p{Cyrillic}\p{Greek}\p{Armenian}]|[\p{Cyrillic}\p{Greek}\p{Armenian}][A-Za-z]")
+_MIXED_RE = re2.compile(f"[A-Za-z][{_LOOKALIKE}]|[{_LOOKALIKE}][A-Za-z]")
 
 
 # ASCII punctuation and controls -> space, on UTF-8 bytes (non-ASCII bytes pass through): a
@@ -330,16 +350,16 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
             flags.add("leet")
 
     if _H_SPACED in hints:
-        joined_parts: list[str] = []
-        pos = 0
-        for m in _SPACED.finditer(cleaned):
-            joined_parts.append(cleaned[pos:m.start()])
-            joined_parts.append(_SPACED_SEP.sub("", m.group()))
-            pos = m.end()
-        joined_parts.append(cleaned[pos:])
-        joined = " ".join(joined_parts)
-        views.append(View("spaced", words(joined), raw_view(joined), full))
-        flags.add("letter_spacing")
+        joined = _despace(cleaned)
+        if joined is not None:
+            views.append(View("spaced", words(joined), raw_view(joined), full))
+            flags.add("letter_spacing")
+
+    if _H_MORSE in hints:
+        decoded = _morse(cleaned)
+        if decoded is not None:
+            views.append(View("morse", words(decoded), raw_view(decoded), full))
+            flags.add("morse")
 
     if decode:
         views.extend(_decoded_views(cleaned, hints, flags))
@@ -383,6 +403,48 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
         out.append(_make_view("reversed", rev, (0, len(cleaned))))
         flags.add("reverse_hint")
     return out
+
+
+def _despace(cleaned: str) -> str | None:
+    """Join letter-spaced text. When most tokens are single letters, single spaces join letters
+    and runs of 2+ spaces separate words; otherwise only the letter-spaced runs are joined."""
+    tokens = cleaned.split()
+    singles = sum(1 for t in tokens if len(t) == 1)
+    if tokens and singles >= 0.6 * len(tokens):
+        words_ = re.split(r"\s{2,}", cleaned)
+        return " ".join(w.replace(" ", "") for w in words_)
+    parts: list[str] = []
+    pos = 0
+    for m in _SPACED.finditer(cleaned):
+        parts.append(cleaned[pos:m.start()])
+        parts.append(_SPACED_SEP.sub("", m.group()))
+        pos = m.end()
+    if not parts:
+        return None
+    parts.append(cleaned[pos:])
+    return " ".join(parts)
+
+
+_MORSE_TABLE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h",
+    "..": "i", ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p",
+    "--.-": "q", ".-.": "r", "...": "s", "-": "t", "..-": "u", "...-": "v", ".--": "w", "-..-": "x",
+    "-.--": "y", "--..": "z", "-----": "0", ".----": "1", "..---": "2", "...--": "3", "....-": "4",
+    ".....": "5", "-....": "6", "--...": "7", "---..": "8", "----.": "9", ".-.-.-": ".", "--..--": ",",
+}
+
+
+def _morse(cleaned: str) -> str | None:
+    """Decode Morse code: letters separated by one space, words by 2+ spaces or ' / '."""
+    part = cleaned[: MAX_SPAN * 4]
+    out_words: list[str] = []
+    for w in re.split(r"\s{2,}|\s/\s", part):
+        letters = [_MORSE_TABLE.get(code) for code in w.split()]
+        known = [c for c in letters if c]
+        if known:
+            out_words.append("".join(known))
+    decoded = " ".join(out_words)
+    return decoded if len(decoded) >= 8 else None
 
 
 def rot13(s: str) -> str:

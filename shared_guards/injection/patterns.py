@@ -28,12 +28,18 @@ from shared_guards.injection.rulepack import RulePack, RulePackError, expand, lo
 # any sensible threshold; they add up with a matched rule.
 DEFAULT_SIGNALS: dict[str, float] = {
     "homoglyph": 0.35,
+    "homoglyph_multi": 0.5,  # several words mixing Latin and lookalike letters
     "zero_width": 0.25,
+    "zero_width_multi": 0.5,  # invisible characters inside words, several times
     "bidi": 0.3,
     "tag_chars": 0.6,
     "letter_spacing": 0.1,
+    "morse": 0.2,
     "decoded_match": 0.3,  # a rule matched inside a decoded (base64/hex/rot13/url/reversed) view
 }
+
+
+STANDALONE_SIGNAL = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +181,8 @@ class PatternMatcher:
             matches.append(PatternMatch(info.id, info.category, info.weight, vname, start, end))
         for flag in sorted(norm.flags):
             w = self.signals.get(flag)
-            if w and (matches or flag in ("tag_chars",)):
+            # Weak signals only add to a matched rule; strong ones count alone.
+            if w and (matches or w >= STANDALONE_SIGNAL):
                 matches.append(PatternMatch(f"obfuscation.{flag}", "obfuscation", w, "signal"))
         if decoded_hit:
             matches.append(PatternMatch("obfuscation.decoded_match", "obfuscation",
