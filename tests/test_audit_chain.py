@@ -203,3 +203,14 @@ def _rotating_writer(path: str) -> None:
     sink = JsonlAuditSink(path, max_bytes=4000)
     for i in range(30):
         sink.write_batch([{"event": "decision", "ts": float(i), "n": j} for j in range(2)])
+
+
+def test_anchor_detects_a_cut_off_tail(chain_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _lines(chain_file)
+    last = json.loads(lines[-1])["hash"]
+    assert main(["audit", "verify", "--anchor", last, str(chain_file)]) == 0
+    chain_file.write_text("".join(lines[:-2]))  # the last two records removed: the chain itself is intact
+    capsys.readouterr()
+    assert main(["audit", "verify", str(chain_file)]) == 0
+    assert main(["audit", "verify", "--anchor", last, str(chain_file)]) == 1
+    assert "not found" in capsys.readouterr().err

@@ -91,9 +91,14 @@ def _seq_note(seq: Any, last_seq: int | None) -> str:
     return f"; seq goes back {last_seq} -> {seq}: records reordered or inserted"
 
 
-def verify_files(paths: Iterable[str | Path], max_problems: int = 50) -> VerifyResult:
-    """Check one chain across ``paths`` (oldest first). Reports every break with file and line."""
+def verify_files(paths: Iterable[str | Path], max_problems: int = 50,
+                 anchors: Iterable[str] = ()) -> VerifyResult:
+    """Check one chain across ``paths`` (oldest first). Reports every break with file and line.
+
+    ``anchors`` are record hashes known from elsewhere (a SIEM copy, an earlier verify run): each
+    must still be in the chain, which catches records cut off the end of the file."""
     files = [str(p) for p in paths]
+    missing = set(anchors)
     res = VerifyResult(files)
     last_hash: str | None = None  # None: nothing read yet
     last_seq: int | None = None
@@ -156,7 +161,11 @@ def verify_files(paths: Iterable[str | Path], max_problems: int = 50) -> VerifyR
                 if isinstance(ts, (int, float)):
                     res.first_ts = ts if res.first_ts is None else res.first_ts
                     res.last_ts = ts
+                missing.discard(stored)
                 last_hash = stored
                 last_seq = seq if isinstance(seq, int) else None
                 res.last_hash = stored
+    for anchor in sorted(missing):
+        problem(files[-1] if files else "-", 0, f"anchor {anchor[:16]}... not found: records were removed "
+                                                 "(the end of the log was cut off?)")
     return res

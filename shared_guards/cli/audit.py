@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     v.add_argument("files", nargs="+", metavar="FILE")
     v.add_argument("--rotated", action="store_true",
                    help="also check FILE's rotated predecessors (FILE.000001, ...) as one chain")
+    v.add_argument("--anchor", action="append", default=[], metavar="HASH",
+                   help="a record hash known from elsewhere (SIEM copy, earlier run) that must still be "
+                        "in the chain: detects records cut off the end")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_verify)
 
@@ -35,7 +38,7 @@ def _verify(args: argparse.Namespace) -> int:
                 files.append(f)
         else:
             files.append(f)
-    res = verify_files(files)
+    res = verify_files(files, anchors=args.anchor)
     if args.json:
         json.dump({"ok": res.ok, "files": res.files, "records": res.records, "first_seq": res.first_seq,
                    "last_seq": res.last_seq, "last_hash": res.last_hash, "rotations": res.rotations,
