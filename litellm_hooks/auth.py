@@ -13,13 +13,9 @@ from fastapi import Request
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from litellm_hooks.common import engine
-from shared_guards.errors import GuardViolation, MalformedRequest, Unauthenticated
-from shared_guards.openai_format import parse_json_body
+from shared_guards.errors import GuardViolation, Unauthenticated
 
 log = logging.getLogger("litellm_hooks.auth")
-
-_BODY_ROUTES = ("/chat/completions", "/completions", "/embeddings", "/responses")
-
 
 def _proxy_exception(v: GuardViolation) -> ProxyException:
     return ProxyException(message=v.message, type=v.error_type, param=v.param, code=v.http_status,
@@ -33,25 +29,12 @@ def _strip_bearer(api_key: str | None) -> str:
     return key
 
 
-async def _check_body(request: Request) -> None:
-    """A malformed JSON body is a 400 here, before LiteLLM's own parser turns it into a 500."""
-    if request.method != "POST" or not request.url.path.rstrip("/").endswith(_BODY_ROUTES):
-        return
-    ctype = request.headers.get("content-type", "")
-    if ctype and "json" not in ctype:
-        return
-    parse_json_body(await request.body())
-
-
 async def custom_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     try:
-        await _check_body(request)
         identity = engine().authenticate_key(_strip_bearer(api_key))
         if identity is None:
             raise Unauthenticated("Missing or unknown API key (rule auth.api_key).", rule_id="auth.api_key")
     except GuardViolation as v:
-        raise _proxy_exception(v) from None
-    except MalformedRequest as v:  # pragma: no cover - subclass of GuardViolation, kept explicit
         raise _proxy_exception(v) from None
     except Exception as exc:  # policy unreadable etc.: never a raw 500 with text
         log.error("custom_auth failed: %s", type(exc).__name__)

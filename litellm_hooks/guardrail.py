@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from fastapi import HTTPException
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.guardrails import GuardrailEventHooks
 
@@ -29,7 +30,7 @@ from litellm_hooks.common import http_error, identity_from_auth, policy_path
 from shared_guards.engine import GuardEngine
 from shared_guards.errors import GuardUnavailable, GuardViolation, MalformedRequest
 from shared_guards.guard import RequestContext
-from shared_guards.openai_format import apply_request, parse_chat_request
+from shared_guards.openai_format import apply_request, parse_chat_request, parse_chat_response
 from shared_guards.policy import OnError
 from shared_guards.types import Action, Choice, Decision, GuardResponse, Stage, Usage
 
@@ -68,12 +69,15 @@ class SecureLLMGuardrail(CustomGuardrail):
     """One guardrail for every mode; the policy path comes from ``litellm_params.policy_path``."""
 
     def __init__(self, policy_path: str | None = None, **kwargs: Any) -> None:
-        self.policy_path = _resolved = policy_path_or_env(policy_path)
+        self.policy_path = policy_path_or_env(policy_path)
         kwargs.setdefault("supported_event_hooks", [GuardrailEventHooks.pre_call, GuardrailEventHooks.during_call,
                                                     GuardrailEventHooks.post_call])
         super().__init__(**kwargs)
         # Load (and validate) the policy now: a bad policy fails the proxy's start-up, loudly.
-        self.engine: GuardEngine = get_engine(_resolved)
+        self.engine: GuardEngine = get_engine(self.policy_path)
+        # x-ratelimit-* headers of allowed requests (quota guard) by call id, until LiteLLM asks
+        # for them in async_post_call_response_headers_hook. Bounded; values are numbers only.
+        self._response_headers: dict[str, dict[str, str]] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -112,6 +116,10 @@ class SecureLLMGuardrail(CustomGuardrail):
             return
         if key:
             self.engine.contexts.put(key, ctx)
+            if decision.headers:
+                self._response_headers[key] = dict(decision.headers)
+                while len(self._response_headers) > 10_000:
+                    self._response_headers.pop(next(iter(self._response_headers)))
         if modify and decision.changed and isinstance(data.get("messages"), list):
             data["messages"] = apply_request({"messages": data["messages"]}, decision.request)["messages"]
 
@@ -142,8 +150,6 @@ class SecureLLMGuardrail(CustomGuardrail):
             if not isinstance(body, Mapping) or "choices" not in body:
                 ok = True
                 return response  # not a chat answer (embeddings...): nothing to check
-            from shared_guards.openai_format import parse_chat_response
-
             decision = await self.engine.check_response(ctx, parse_chat_response(body))
             if decision.blocked:
                 assert decision.violation is not None
@@ -152,11 +158,11 @@ class SecureLLMGuardrail(CustomGuardrail):
                 _write_back(response, decision.response)
             ok = True
             return response
+        except HTTPException:
+            raise
         except GuardViolation as v:
             raise http_error(v) from None
         except Exception as exc:
-            if getattr(exc, "status_code", None) is not None and type(exc).__name__ == "HTTPException":
-                raise
             violation = self._fail(ctx, exc, "the response check")
             if violation is not None:
                 raise http_error(violation) from None
@@ -198,7 +204,7 @@ class SecureLLMGuardrail(CustomGuardrail):
                 for choice in getattr(chunk, "choices", None) or []:
                     delta = getattr(choice, "delta", None)
                     content = getattr(delta, "content", None)
-                    if not isinstance(content, str) or not content:
+                    if delta is None or not isinstance(content, str) or not content:
                         continue
                     idx = int(getattr(choice, "index", 0) or 0)
                     out = session.feed(content, idx) if session.active else content
@@ -235,7 +241,31 @@ class SecureLLMGuardrail(CustomGuardrail):
         finally:
             await self._finish(ctx, ok)
 
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """Without ``post_call`` in the mode no response hook ends the request: end it here."""
+        await self._finish_unhooked(kwargs, ok=True)
+
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        await self._finish_unhooked(kwargs, ok=False)
+
+    async def async_post_call_response_headers_hook(self, data: dict[str, Any], user_api_key_dict: Any,
+                                                    response: Any, request_headers: dict[str, str] | None = None,
+                                                    litellm_call_info: dict[str, object] | None = None,
+                                                    ) -> dict[str, str] | None:
+        """Expose the request stage's headers (remaining quota) on allowed answers."""
+        return self._response_headers.pop(_call_id(data), None) if isinstance(data, Mapping) else None
+
     # -- internals -------------------------------------------------------------------------------
+
+    async def _finish_unhooked(self, kwargs: Any, *, ok: bool) -> None:
+        try:
+            if self._event_hook_is_event_type(GuardrailEventHooks.post_call) or not isinstance(kwargs, Mapping):
+                return  # the post_call hooks own the end of the request (logging may run before them)
+            ctx = self.engine.contexts.pop(_call_id(kwargs))
+            if ctx is not None:
+                await self._finish(ctx, ok)
+        except Exception as exc:
+            log.error("secure-llm-guard logging hook: %s", type(exc).__name__)
 
     def _record_stream_stop(self, ctx: RequestContext, v: GuardViolation) -> None:
         request = ctx.request or ctx.original_request

@@ -4,8 +4,8 @@
   ``.received()``, ``.clear()``).
 - ``litellm_proxy``: the real ``litellm`` proxy with ``config/litellm.yaml`` and the demo policy
   ``config/policy.yaml``, started once per session on a free port.
-- ``litellm_proxy_factory(policy_path, env=None)``: another proxy for another policy/env, cached
-  per (policy, env) and stopped at session end.
+- ``litellm_proxy_factory(policy_path, env=None, config=...)``: another proxy for another policy/env
+  (and optionally another LiteLLM config), cached per (policy, env, config), stopped at session end.
 
 Each proxy writes its audit trail to its own file (``.audit_path``, ``.audit_records()``) and its
 output to a log file (``.log_text()``). Ports are always free ports, never the demo's 4000/4001.
@@ -181,15 +181,16 @@ ProxyFactory = Callable[..., ProxyProcess]
 def litellm_proxy_factory(
     echo_upstream: EchoUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProxyFactory]:
-    started: dict[tuple[str, tuple[tuple[str, str], ...]], ProxyProcess] = {}
+    started: dict[tuple[str, tuple[tuple[str, str], ...], str], ProxyProcess] = {}
 
-    def factory(policy_path: str | os.PathLike[str] = DEMO_POLICY, env: Mapping[str, str] | None = None) -> ProxyProcess:
-        key = (str(Path(policy_path).resolve()), tuple(sorted((env or {}).items())))
+    def factory(policy_path: str | os.PathLike[str] = DEMO_POLICY, env: Mapping[str, str] | None = None,
+                config: str | os.PathLike[str] = LITELLM_CONFIG) -> ProxyProcess:
+        key = (str(Path(policy_path).resolve()), tuple(sorted((env or {}).items())), str(Path(config).resolve()))
         proxy = started.get(key)
         if proxy is None or not proxy.alive():
             workdir = tmp_path_factory.mktemp("litellm_proxy")
             proxy = start_proxy(policy_path=policy_path, upstream_base=echo_upstream.base_url,
-                                workdir=workdir, env=env)
+                                workdir=workdir, env=env, config=Path(config))
             started[key] = proxy
         return proxy
 

@@ -278,3 +278,34 @@ def _wait_records(proxy: ProxyProcess, pred: Any, *, start: int = 0, count: int 
         if len(recs) >= count or time.monotonic() > deadline:
             return recs
         time.sleep(0.05)
+
+
+# -- during_call mode: the request check runs in parallel with the model call ---------------------
+
+DURING_CALL_CONFIG = Path(__file__).parent / "policies" / "litellm_during_call.yaml"
+
+
+@pytest.fixture(scope="module")
+def during_call_proxy(litellm_proxy_factory: Any) -> ProxyProcess:
+    return litellm_proxy_factory(TEST_POLICY, config=DURING_CALL_CONFIG)
+
+
+def test_during_call_rejects(during_call_proxy: ProxyProcess) -> None:
+    r = during_call_proxy.post_chat({"model": "general", "messages": user("hi")}, "sk-t-quota")
+    assert r.status_code == 429, r.text
+    assert "test.quota" in error_body(r)["message"]
+    r = during_call_proxy.post_chat({"model": "coder", "messages": user("hi")}, "sk-t-closed")
+    assert r.status_code == 403 and "rbac.model" in error_body(r)["message"]
+
+
+def test_during_call_cannot_rewrite_but_post_call_still_runs(during_call_proxy: ProxyProcess,
+                                                             echo_upstream: Any) -> None:
+    echo_upstream.clear()
+    out = during_call_proxy.client("sk-t-shout").chat.completions.create(
+        model="general", messages=user("the secret stays"))
+    # during_call can only reject: the upstream got the original text ...
+    assert echo_upstream.received()[-1]["messages"][-1]["content"] == "the secret stays"
+    # ... and the response stage (post_call) still rewrote the answer.
+    assert out.choices[0].message.content == "THE SECRET STAYS"
+    recs = _wait_records(during_call_proxy, lambda x: x["department"] == "shouting", count=2)
+    assert [x["stage"] for x in recs[-2:]] == ["request", "response"]
