@@ -1,0 +1,378 @@
+"""Context validation: where each segment came from decides what is suspicious in it.
+
+Segments are the messages of a request with their role (system, developer, user, assistant, tool
+result, document). The same words weigh differently by role:
+
+- **data segments** (tool results, function results, documents): any imperative aimed at the
+  assistant is an indirect injection ("ignore previous", "you must now", "send the conversation
+  to", "note to the AI", "tell the user"), and so are fake turns and delimiters;
+- **user turns**: attempts to replace the system prompt or claim a privileged role ("new system
+  prompt:", "I am your developer", "the system prompt is revoked"), fake turns and chat-template
+  tokens;
+- **assistant turns** (history sent back by the client): fake turns and chat-template tokens;
+- **system / developer**: only chat-template tokens (an operator's prompt may legitimately say
+  "you are now ...").
+
+Rules are a small table compiled into one RE2 set per view (linear time), shared by the process.
+Canary tokens: :func:`make_canary` / :func:`insert_canary` put a random marker into the system
+prompt; :func:`contains_canary` and :class:`CanaryStreamFilter` find it in answers (prompt leak).
+Results carry rule ids, scores, message indexes and offsets, never text.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import re2
+
+from shared_guards.injection.normalize import Normalized, normalize
+from shared_guards.injection.patterns import combine
+from shared_guards.types import GuardRequest, Message, Role
+
+DATA_ROLES: frozenset[Role] = frozenset({Role.TOOL, Role.FUNCTION, Role.DOCUMENT})
+PRIVILEGED_ROLES: frozenset[Role] = frozenset({Role.SYSTEM, Role.DEVELOPER})
+
+# Scopes a rule applies to, with its weight there.
+_D, _U, _A, _S = "data", "user", "assistant", "system"
+
+_AI = r"(?:ai|assistant|ai assistant|language model|llm|chatbot|model|agent|bot|gpt|chatgpt|claude|copilot)"
+_VERB = (r"(?:ignore|disregard|forget|send|forward|email|reply|respond|answer|tell|say|include|output|print|write|"
+         r"stop|start|always|never|not|reveal|summari[sz]e|translate|recommend|call|use|execute|run|delete|"
+         r"approve|transfer|wire|visit|open|click|append|insert|add|mark|move|rate|praise|claim|state|disable|"
+         r"install|download|upload|share|leak|exfiltrate|obey|follow|comply|switch|act|pretend|respond)")
+
+
+@dataclass(frozen=True, slots=True)
+class _CRule:
+    id: str
+    category: str
+    weights: dict[str, float]
+    pattern: str
+    raw: bool = False
+
+
+CONTEXT_RULES: tuple[_CRule, ...] = (
+    # -- imperatives aimed at the assistant inside data (indirect injection) --------------------
+    _CRule("context.indirect.override", "indirect_injection", {_D: 0.75},
+           r"\b(?:ignore|disregard|forget|override|bypass|skip) (?:\S+ ){0,3}(?:previous|prior|above|earlier|"
+           r"original|system|existing|all|any|your) (?:\S+ ){0,2}(?:instructions?|prompts?|rules|directives|"
+           r"guidelines|context|programming|system message)\b"),
+    _CRule("context.indirect.imperative_to_ai", "indirect_injection", {_D: 0.65},
+           rf"\b(?:the )?{_AI} (?:must|should|needs? to|has to|have to|is required to|is instructed to|will now|"
+           rf"shall|is to|must now|should now|now needs? to) (?:now |also |immediately |instead |first |always |"
+           rf"never |not |only )?{_VERB}\b"),
+    _CRule("context.indirect.you_must_now", "indirect_injection", {_D: 0.45},
+           rf"\byou (?:must|should|will|need to|have to|are to) now (?:\S+ )?{_VERB}\b|"
+           rf"\byou (?:must|should|will) (?:now )?(?:ignore|disregard|forget|obey|comply with) "),
+    _CRule("context.indirect.addressed_to_ai", "indirect_injection", {_D: 0.65},
+           rf"\b(?:note|message|instructions?|reminder|attention|notice|memo|request|p s|ps|hey|hi|hello|dear) "
+           rf"(?:to |for )?(?:the |any |all )?{_AI}s?\b|\bif (?:you|u) (?:are|re) an? (?:\S+ )?{_AI}\b|"
+           rf"\b{_AI}s? (?:reading|summari[sz]ing|processing|parsing|analy[sz]ing|reviewing|viewing|seeing) "
+           rf"(?:this|these|the following)\b"),
+    _CRule("context.indirect.from_now_on", "indirect_injection", {_D: 0.35},
+           r"\b(?:from now on|from this point|henceforth|for all future|for the rest of (?:this|the) "
+           r"conversation|in all (?:future|further|subsequent) (?:answers|responses|replies)|"
+           r"all (?:further|future|subsequent) (?:questions|answers|responses|replies))\b"),
+    _CRule("context.indirect.new_instructions", "indirect_injection", {_D: 0.35},
+           r"\b(?:new|updated|revised|real|actual|true|hidden|secret) (?:instructions?|directive|system prompt|"
+           r"system message|objective)\b"),
+    _CRule("context.indirect.exfiltration", "exfiltration", {_D: 0.65},
+           r"\b(?:send|forward|email|e mail|post|upload|leak|exfiltrate|copy|transmit|share|append|include|"
+           r"embed|attach) (?:\S+ ){0,4}(?:(?:this|the|our|entire|full|whole) conversation|chat history|"
+           r"chat log|transcript|previous messages|message history|system prompt|the user s|api keys?|"
+           r"access tokens?|auth tokens?|passwords?|credentials|secrets?|private keys?)\b"),
+    _CRule("context.indirect.user_manipulation", "indirect_injection", {_D: 0.45},
+           r"\b(?:tell|inform|convince|persuade|warn|remind|ask|instruct|urge|notify|recommend) "
+           r"(?:to )?(?:that )?the user\b|\b(?:do not|don t|never|without) (?:tell|telling|inform|"
+           r"informing|mention|mentioning|reveal|revealing|alert|alerting|let) (?:\S+ ){0,2}(?:the user|the "
+           r"human|the reader)\b"),
+    _CRule("context.indirect.when_processing", "indirect_injection", {_D: 0.55},
+           r"\bwhen (?:you|the assistant|an ai|the ai|the model|the llm) (?:summari[sz]e|read|process|see|"
+           r"analy[sz]e|review|parse|translate|answer)\b"),
+    _CRule("context.indirect.tool_misuse", "indirect_injection", {_D: 0.45},
+           r"\b(?:call|use|invoke|run|execute|trigger) (?:the )?(?:\S+ )?(?:tool|function|command|plugin|api)"
+           r" (?:\S+ ){0,4}(?:delete|remove|transfer|send|pay|wire|drop|shell|rm|exec)\b|"
+           r"\b(?:delete|remove|wipe|erase) (?:all|every) (?:\S+ )?(?:files|emails|records|documents|data)\b"),
+    _CRule("context.indirect.prompt_leak", "prompt_leak", {_D: 0.6},
+           r"\b(?:reveal|print|output|repeat|show|include|leak|disclose|send) (?:\S+ ){0,3}(?:system prompt|"
+           r"initial instructions|your instructions|hidden instructions|your prompt|your rules)\b"),
+    # -- user turns: replacing the system prompt or claiming a privileged role --------------------
+    _CRule("context.system_override", "instruction_override", {_U: 0.6, _D: 0.7, _A: 0.4},
+           r"\b(?:new|updated|revised|replacement|override|real) system (?:prompt|message|instructions?)\b|"
+           r"\b(?:update|replace|change|overwrite|rewrite|reset|modify|edit|remove|delete) (?:your|the) "
+           r"(?:system prompt|system message|system instructions|initial instructions|core instructions)\b|"
+           r"\b(?:the|your|this) (?:system prompt|system message|system instructions) (?:is|are|was|were|has "
+           r"been|have been) (?:now )?(?:revoked|void|cancelled|canceled|outdated|replaced|updated|changed|"
+           r"obsolete|invalid|disabled|lifted|suspended|overridden|removed)\b"),
+    _CRule("context.role_claim", "role_hijack", {_U: 0.5, _D: 0.6},
+           r"\b(?:i am|i m|this is|speaking as|as) (?:your|the) (?:developer|creator|administrator|admin|"
+           r"owner|programmer|operator|system administrator|system|openai|anthropic|maker|supervisor)\b"),
+    _CRule("context.role_change", "role_hijack", {_U: 0.35, _D: 0.6},
+           r"\b(?:you are|you re) (?:now|no longer|not an? (?:ai|assistant|language model))\b|"
+           r"\bfrom now on,? you (?:are|will|must|shall)\b|\b(?:switch|change) (?:your|to a new) "
+           r"(?:role|persona|identity|mode)\b"),
+    # -- fake turns and delimiters (raw view: punctuation and newlines kept) -----------------------
+    _CRule("context.fake_turn.template", "delimiter_injection", {_U: 0.8, _D: 0.85, _A: 0.7, _S: 0.5},
+           r"<\|(?:im_start|im_end|im_sep|endoftext|system|user|assistant|end|eot_id|start_header_id|"
+           r"end_header_id|begin_of_text)\|>|\[/?inst\]|<</?sys>>|<start_of_turn>|<end_of_turn>",
+           raw=True),
+    _CRule("context.fake_turn.system", "delimiter_injection", {_U: 0.6, _D: 0.7, _A: 0.6},
+           r"(?:^|\n)\s*[\[<(#*=|>\-]{1,4}\s*(?:system|system message|system prompt|developer|admin|"
+           r"administrator|new instructions|system override|override)\s*[\]>)*=|]*\s*:"
+           r"|[\[<]\s*/?\s*(?:system|sys|system_prompt|instructions?|admin|developer)\s*[\]>]",
+           raw=True),
+    _CRule("context.fake_turn.conversation", "delimiter_injection", {_U: 0.25, _D: 0.45, _A: 0.5},
+           r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:human|user|assistant|ai|chatgpt|gpt|model|bot)\s*:[^\n]*\n(?:[^\n]*\n)"
+           r"{0,20}\s*(?:#{1,4}\s*)?(?:assistant|ai|chatgpt|gpt|model|bot|human|user)\s*:",
+           raw=True),
+    _CRule("context.fake_turn.end_marker", "delimiter_injection", {_U: 0.4, _D: 0.6},
+           r"[\[<]\s*/?\s*(?:end|end of|begin|start)[ _-]?(?:of[ _-])?(?:document|context|email|input|data|"
+           r"user[ _-]input|prompt|conversation|text|system|tool[ _-]output|result)\s*[\]>]|</\s*(?:document|"
+           r"context|data|email|input|user_input|text|article|search_results?|tool_output|result)\s*>|"
+           r"(?:^|\n)\s*[-=*#]{3,}\s*(?:end of (?:document|context|input|email|data|prompt|text)|"
+           r"begin (?:system|new|admin))",
+           raw=True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFinding:
+    """One context observation (0.5 = conclusive on its own). No text, only where it was."""
+
+    rule_id: str
+    category: str
+    score: float
+    message_index: int = -1
+    role: str = ""
+    start: int = -1
+    end: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ContextResult:
+    score: float
+    findings: tuple[ContextFinding, ...] = ()
+
+    @property
+    def top(self) -> ContextFinding | None:
+        return max(self.findings, key=lambda f: f.score) if self.findings else None
+
+
+class SegmentLike(Protocol):
+    @property
+    def message_index(self) -> int: ...
+
+    @property
+    def role(self) -> Role: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    message_index: int
+    role: Role
+    text: str
+
+
+def scope_of(role: Role, data_roles: frozenset[Role] = DATA_ROLES) -> str:
+    if role in data_roles:
+        return _D
+    if role in PRIVILEGED_ROLES:
+        return _S
+    if role is Role.ASSISTANT:
+        return _A
+    return _U
+
+
+class _Compiled:
+    def __init__(self, rules: Sequence[_CRule]) -> None:
+        self.rules = list(rules)
+        opts = re2.Options()
+        opts.log_errors = False
+        self.word = re2.Set.SearchSet(opts)
+        self.raw = re2.Set.SearchSet(opts)
+        self.word_ids: list[int] = []
+        self.raw_ids: list[int] = []
+        self.regexes: list[re2._Regexp] = []
+        for i, r in enumerate(self.rules):
+            self.regexes.append(re2.compile(r.pattern, opts))
+            if r.raw:
+                self.raw.Add(r.pattern)
+                self.raw_ids.append(i)
+            else:
+                self.word.Add(r.pattern)
+                self.word_ids.append(i)
+        self.word.Compile()
+        self.raw.Compile()
+
+    def matches(self, norm: Normalized) -> set[int]:
+        """Indexes of the rules matching any view (decoded views included)."""
+        hit: set[int] = set()
+        for v in norm.views:
+            hit.update(self.word_ids[k] for k in self.word.Match(v.text) or ())
+            hit.update(self.raw_ids[k] for k in self.raw.Match(v.raw) or ())
+        return hit
+
+
+_compiled: _Compiled | None = None
+
+
+def _rules() -> _Compiled:
+    global _compiled
+    if _compiled is None:
+        _compiled = _Compiled(CONTEXT_RULES)
+    return _compiled
+
+
+def analyze_segments(
+    segments: Sequence[SegmentLike],
+    norms: Sequence[Normalized] | None = None,
+    *,
+    data_roles: frozenset[Role] = DATA_ROLES,
+    offsets: bool = False,
+) -> ContextResult:
+    """Context findings for already-split segments (``norms``: their normalized forms, if at hand).
+
+    A segment's score combines its findings (``1 - prod(1 - w)``); the result's score is the
+    maximum over segments. User-turn override attempts weigh more when the request has a system
+    prompt to override."""
+    comp = _rules()
+    has_system = any(s.role in PRIVILEGED_ROLES for s in segments)
+    findings: list[ContextFinding] = []
+    best = 0.0
+    for k, seg in enumerate(segments):
+        if not seg.text:
+            continue
+        norm = norms[k] if norms is not None else normalize(seg.text)
+        scope = scope_of(seg.role, data_roles)
+        seg_scores: list[float] = []
+        for i in sorted(comp.matches(norm)):
+            rule = comp.rules[i]
+            w = rule.weights.get(scope, 0.0)
+            if w <= 0.0:
+                continue
+            if scope == _U and rule.category == "instruction_override" and has_system:
+                w = min(1.0, w + 0.1)
+            start = end = -1
+            if offsets and not rule.raw:
+                m = comp.regexes[i].search(norm.views[0].text)
+                if m is not None:
+                    from shared_guards.injection.normalize import map_offsets
+
+                    start, end = map_offsets(norm.original, *m.span())
+            findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
+                                           start, end))
+            seg_scores.append(w)
+        if seg_scores:
+            best = max(best, combine(seg_scores))
+    return ContextResult(round(best, 4), tuple(findings))
+
+
+def request_segments(request: GuardRequest) -> list[Segment]:
+    """One segment per message with text (tool-call arguments included), in order."""
+    return [Segment(i, role, text) for i, role, text in request.texts()]
+
+
+def analyze_context(request: GuardRequest, *, data_roles: frozenset[Role] = DATA_ROLES,
+                    offsets: bool = True) -> ContextResult:
+    """Context validation of a whole request."""
+    return analyze_segments(request_segments(request), data_roles=data_roles, offsets=offsets)
+
+
+# -- canary tokens ---------------------------------------------------------------------------------
+
+CANARY_PREFIX = "slgc"
+
+
+def make_canary() -> str:
+    """A random per-request marker: letters and digits only, so every normalized view keeps it."""
+    return CANARY_PREFIX + secrets.token_hex(8)
+
+
+def insert_canary(request: GuardRequest, canary: str, *, create_system: bool = False) -> GuardRequest | None:
+    """The request with ``canary`` appended to its first system (or developer) message.
+
+    Without such a message: a new system message carrying only the marker when ``create_system``,
+    else None (there is no prompt to leak)."""
+    import dataclasses
+
+    from shared_guards.types import ContentPart, PartKind
+
+    line = f"\n\n<!-- {canary} -->"
+    msgs = list(request.messages)
+    for i, m in enumerate(msgs):
+        if m.role in PRIVILEGED_ROLES:
+            texts = [p.text for p in m.parts if p.kind is PartKind.TEXT and p.text is not None]
+            if texts:
+                texts[-1] = texts[-1] + line
+                msgs[i] = m.with_texts(texts)
+            else:
+                msgs[i] = dataclasses.replace(m, parts=(*m.parts, ContentPart(PartKind.TEXT, line.strip())))
+            return dataclasses.replace(request, messages=tuple(msgs))
+    if not create_system:
+        return None
+    sys_msg = Message(Role.SYSTEM, (ContentPart(PartKind.TEXT, line.strip()),))
+    return dataclasses.replace(request, messages=(sys_msg, *msgs))
+
+
+def contains_canary(text: str, canary: str) -> bool:
+    """True when ``text`` contains the canary, also spaced out, re-cased, encoded or reversed."""
+    if not text:
+        return False
+    low = canary.lower()
+    if low in text.lower():
+        return True
+    norm = normalize(text)
+    for v in norm.views:
+        if low in v.text.replace(" ", ""):
+            return True
+    return False
+
+
+class CanaryStreamFilter:
+    """Finds a canary split across streamed deltas. Holds back a tail of ``len(canary) - 1``
+    characters per choice (bounded), so a canary is seen whole before it is emitted; ``on_leak``
+    decides what happens (raise to stop the stream, or record an alert and go on)."""
+
+    def __init__(self, canary: str, on_leak: Callable[[int], None]) -> None:
+        self.canary = canary.lower()
+        self.on_leak = on_leak
+        self.keep = len(canary) - 1
+        self._tail: dict[int, str] = {}
+        self._leaked: set[int] = set()
+
+    def feed(self, delta: str, choice_index: int = 0) -> str:
+        buf = self._tail.get(choice_index, "") + delta
+        if choice_index not in self._leaked and self.canary in buf.lower():
+            self._leaked.add(choice_index)
+            self.on_leak(choice_index)
+        if len(buf) <= self.keep:
+            self._tail[choice_index] = buf
+            return ""
+        self._tail[choice_index] = buf[-self.keep:] if self.keep else ""
+        return buf[: len(buf) - self.keep] if self.keep else buf
+
+    def flush(self, choice_index: int = 0) -> str:
+        return self._tail.pop(choice_index, "")
+
+
+__all__ = [
+    "CONTEXT_RULES",
+    "DATA_ROLES",
+    "CanaryStreamFilter",
+    "ContextFinding",
+    "ContextResult",
+    "Segment",
+    "analyze_context",
+    "analyze_segments",
+    "contains_canary",
+    "insert_canary",
+    "make_canary",
+    "request_segments",
+    "scope_of",
+]
