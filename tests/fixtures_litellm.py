@@ -134,6 +134,8 @@ def start_proxy(
     audit_path = workdir / "audit.jsonl"
     log_path = workdir / "proxy.log"
     full_env = {**os.environ, **OFFLINE_ENV}
+    # Isolation: quotas live in the proxy's memory unless the caller passes REDIS_URL explicitly.
+    full_env.pop("REDIS_URL", None)
     full_env.update({
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "SLG_POLICY": str(Path(policy_path).resolve()),

@@ -133,12 +133,12 @@ def test_bad_shapes_are_4xx_not_500(litellm_proxy: ProxyProcess, body: dict[str,
 def test_streaming_passes_and_is_audited(litellm_proxy: ProxyProcess) -> None:
     text = "stream these words back to me please"
     before = len(litellm_proxy.audit_records())
-    stream = litellm_proxy.client("sk-rnd").chat.completions.create(model="coder", messages=user(text), stream=True)
+    stream = litellm_proxy.client("sk-finance").chat.completions.create(model="general", messages=user(text),
+                                                                          stream=True)
     chunks = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([c for c in chunks if c]) >= 3
     assert "".join(chunks) == text
-    recs = _wait_records(litellm_proxy, lambda r: r["department"] == "rnd" and r["model"] == "coder",
-                         start=before, count=2)
+    recs = _wait_records(litellm_proxy, lambda r: r["department"] == "finance", start=before, count=2)
     assert [r["stage"] for r in recs] == ["request", "response"], "no response-stage record from the stream hook"
     assert recs[0]["request_id"] == recs[1]["request_id"]
 
