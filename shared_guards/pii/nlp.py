@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import cache
 
@@ -33,6 +34,32 @@ _NOT_ANCHORS = frozenset(
 )
 
 _lock = threading.Lock()
+# spaCy's tokenizer is quadratic in the length of one whitespace-free run of punctuation
+# ("<<<<..."); such runs are tokenized by a regex instead.
+_LONG_RUN = re.compile(r"\S{120,}")
+_SIMPLE_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def make_doc(nlp: Language, text: str) -> Doc:
+    """``nlp.make_doc(text)`` in linear time, whatever the input."""
+    if len(text) < 120 or not _LONG_RUN.search(text):
+        return nlp.make_doc(text)
+    docs: list[Doc] = []
+    pos = 0
+    for m in _LONG_RUN.finditer(text):
+        if m.start() > pos:
+            docs.append(nlp.make_doc(text[pos:m.start()]))
+        words = [t.group(0) for t in _SIMPLE_TOKEN.finditer(m.group(0))]
+        spaces = [False] * len(words)
+        docs.append(Doc(nlp.vocab, words=words, spaces=spaces))
+        pos = m.end()
+    if pos < len(text):
+        docs.append(nlp.make_doc(text[pos:]))
+    doc = Doc.from_docs(docs, ensure_whitespace=False)
+    if doc.text != text:  # never expected; fall back to a safe whitespace tokenization
+        words = text.split(" ")
+        doc = Doc(nlp.vocab, words=words, spaces=[True] * (len(words) - 1) + [False])
+    return doc
 
 
 @cache
@@ -124,7 +151,7 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
     def artifacts(self, text: str, *, ner: bool = True, language: str = "en") -> NlpArtifacts:
         """Tokens and lower-cased lemmas always; NER entities only when ``ner``."""
         nlp = self._pipeline()
-        doc = nlp.make_doc(text)
+        doc = make_doc(nlp, text)
         ents = self.entities(doc) if ner else []
         scores = [float(self.ner_model_configuration.default_score or 0.85)] * len(ents)
         ents, scores = self._get_updated_entities(ents, scores)

@@ -1,0 +1,168 @@
+"""Recognizer tables: real values with valid and invalid check digits, secrets, and negatives."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared_guards.pii import checksums
+from shared_guards.pii.analyzer import AnalyzerSettings, PIIAnalyzer, get_analyzer
+from shared_guards.pii.entities import Entity
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> PIIAnalyzer:
+    return get_analyzer()
+
+
+def found(analyzer: PIIAnalyzer, text: str, entity: str) -> list[str]:
+    return [text[d.start:d.end] for d in analyzer.analyze(text, [entity])]
+
+
+@pytest.mark.parametrize(("number", "ok"), [
+    ("4111 1111 1111 1111", True), ("4111111111111112", False), ("5500-0000-0000-0004", True),
+    ("378282246310005", True), ("378282246310006", False), ("6011111111111117", True),
+    ("3530111333300000", True), ("2223003122003222", True), ("6304000000000000", True), ("1234", False),
+])
+def test_luhn(number: str, ok: bool) -> None:
+    assert checksums.luhn_ok(number) is ok
+
+
+@pytest.mark.parametrize(("iban", "ok"), [
+    ("GB82WEST12345698765432", True), ("GB82 WEST 1234 5698 7654 32", True), ("GB82WEST12345698765433", False),
+    ("DE89370400440532013000", True), ("DE89370400440532013001", False), ("FR1420041010050500013M02606", True),
+    ("XX00", False), ("GB82WEST1234569876543$", False),
+])
+def test_iban_checksum(iban: str, ok: bool) -> None:
+    assert checksums.iban_ok(iban) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("11010519491231002X", True), ("11010519491231002x", True), ("110105194912310021", False),
+    ("440524198001010013", True), ("440524198001010014", False),
+    ("440524188001010014", False),  # born before 1900
+    ("110105194913310028", False),  # month 13
+    ("1101051949123100", False),  # too short
+])
+def test_cn_resident_id(value: str, ok: bool) -> None:
+    assert checksums.cn_resident_id_ok(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("AB123456C", True), ("AB 12 34 56 C", True), ("ab123456d", True), ("GB123456A", False), ("NK123456A", False),
+    ("DA123456A", False), ("AO123456A", False), ("QQ123456C", False), ("AB123456E", False), ("AB12345C", False),
+])
+def test_uk_nino(value: str, ok: bool) -> None:
+    assert checksums.uk_nino_ok(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("123-45-6788", True), ("000-12-3456", False), ("666-12-3456", False), ("912-34-5678", False),
+    ("123-00-4567", False), ("123-45-0000", False), ("111-11-1111", False), ("078-05-1120", False),
+])
+def test_us_ssn_rules(value: str, ok: bool) -> None:
+    assert checksums.us_ssn_ok(value) is ok
+
+
+# (text, entity, expected detected substrings)
+POSITIVE = [
+    ("Card: 4111 1111 1111 1111, thanks", Entity.CREDIT_CARD, ["4111 1111 1111 1111"]),
+    ("my card 2223003122003222 expired", Entity.CREDIT_CARD, ["2223003122003222"]),
+    ("my card 4111111111111112 expired", Entity.CREDIT_CARD, []),  # fails Luhn
+    ("Wire it to GB82 WEST 1234 5698 7654 32 today", Entity.IBAN_CODE, ["GB82 WEST 1234 5698 7654 32"]),
+    ("Wire it to GB82WEST12345698765433 today", Entity.IBAN_CODE, []),  # bad checksum
+    ("身份证 11010519491231002X 已登记", Entity.CN_RESIDENT_ID, ["11010519491231002X"]),
+    ("resident id 110105194912310021", Entity.CN_RESIDENT_ID, []),
+    ("NI number AB 12 34 56 C on file", Entity.UK_NINO, ["AB 12 34 56 C"]),
+    ("NI number GB 12 34 56 A on file", Entity.UK_NINO, []),
+    ("SSN 123-45-6788.", Entity.US_SSN, ["123-45-6788"]),
+    ("SSN 666-45-6788.", Entity.US_SSN, []),
+    ("my ssn is 123456788", Entity.US_SSN, ["123456788"]),
+    ("order 123456788 shipped", Entity.US_SSN, []),  # a bare 9-digit number needs a cue
+    ("Mail alice.smith@example.co.uk now", Entity.EMAIL_ADDRESS, ["alice.smith@example.co.uk"]),
+    ("from 192.168.10.24 and 2001:db8::8a2e:370:7334", Entity.IP_ADDRESS, ["192.168.10.24", "2001:db8::8a2e:370:7334"]),
+    ("Call me at +44 20 7946 0958 tonight", Entity.PHONE_NUMBER, ["+44 20 7946 0958"]),
+    ("Reach me on (415) 555-0100 x23.", Entity.PHONE_NUMBER, ["(415) 555-0100 x23"]),
+    ("Mobile: 0490 39 07 81", Entity.PHONE_NUMBER, ["0490 39 07 81"]),
+    ("passport number X12345678 issued", Entity.PASSPORT, ["X12345678"]),
+    ("MRN: 00123456 admitted", Entity.MEDICAL_RECORD_NUMBER, ["00123456"]),
+    ("I live at 90 Whitchurch Road, Cardiff.", Entity.STREET_ADDRESS, ["90 Whitchurch Road, Cardiff"]),
+    ("Ship to PSC 3294, Box 9168\nAPO AA 61487", Entity.STREET_ADDRESS, ["PSC 3294, Box 9168\nAPO AA 61487"]),
+    ("Please ask Dr. Maria Kowalski about it", Entity.PERSON, ["Maria Kowalski"]),
+    ("She was born on 2/8/1935.", Entity.DATE_TIME, ["2/8/1935"]),
+    ("see https://www.example.com/path?q=1 for details", Entity.URL, ["https://www.example.com/path?q=1"]),
+]
+
+
+@pytest.mark.parametrize(("text", "entity", "expected"), POSITIVE)
+def test_detects(analyzer: PIIAnalyzer, text: str, entity: Entity, expected: list[str]) -> None:
+    assert found(analyzer, text, entity) == expected
+
+
+SECRETS = [
+    ("key sk-proj-4fJk2LmN9pQrS7tUvWxYz1AbCdEfGh", "sk-proj-4fJk2LmN9pQrS7tUvWxYz1AbCdEfGh"),
+    ("AWS AKIAIOSFODNN7EXAMPLE in env", "AKIAIOSFODNN7EXAMPLE"),
+    ("token ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"),
+    ("slack xoxb-1234567890-abcdefghijKLMN", "xoxb-1234567890-abcdefghijKLMN"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
+     "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----"),
+    ('config: api_key = "Zx8fK2pQ9rT4vW7yB1nM3sL6"', "Zx8fK2pQ9rT4vW7yB1nM3sL6"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), SECRETS)
+def test_secrets(analyzer: PIIAnalyzer, text: str, secret: str) -> None:
+    assert found(analyzer, text, Entity.SECRET) == [secret]
+
+
+@pytest.mark.parametrize("text", [
+    "Use the key sk-finance for the demo",  # short demo key, not a secret
+    "The key is to be consistent and patient.",
+    "token count was 1234 tokens",
+    "password must be at least sixteen characters long",
+    "AKIA is a prefix, not a key",
+])
+def test_secret_negatives(analyzer: PIIAnalyzer, text: str) -> None:
+    assert found(analyzer, text, Entity.SECRET) == []
+
+
+def test_custom_mrn_pattern() -> None:
+    a = PIIAnalyzer(AnalyzerSettings(mrn_patterns=(r"\bHOSP-(\d{6})\b",), cache_size=0))
+    assert [d.entity for d in a.analyze("see HOSP-123456 today", [Entity.MEDICAL_RECORD_NUMBER])] == [
+        "MEDICAL_RECORD_NUMBER"]
+
+
+def test_bad_mrn_regex_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="bad regex"):
+        AnalyzerSettings(mrn_patterns=("(unclosed",))
+
+
+def test_allow_list_and_threshold(analyzer: PIIAnalyzer) -> None:
+    text = "Mail support@example.com or alice@example.com"
+    got = analyzer.analyze(text, [Entity.EMAIL_ADDRESS], allow_list=["SUPPORT@example.com"])
+    assert [text[d.start:d.end] for d in got] == ["alice@example.com"]
+    assert analyzer.analyze(text, [Entity.EMAIL_ADDRESS], threshold=1.01) == []
+
+
+def test_results_are_cached_by_text(analyzer: PIIAnalyzer) -> None:
+    text = "Jane Doe wrote from jane@example.org " * 20
+    first = analyzer.analyze(text)
+    t0 = time.perf_counter()
+    again = analyzer.analyze(text)
+    assert again == first and (time.perf_counter() - t0) < 0.005
+
+
+@pytest.mark.parametrize("text", [
+    "1 " * 5000,  # many short numbers
+    "a" * 20000,
+    ("Street " * 3000) + "1",
+    "key=" + "A1" * 5000,
+    "<" * 5000 + "PERSON_1",
+])
+def test_pathological_inputs_stay_fast(analyzer: PIIAnalyzer, text: str) -> None:
+    t0 = time.perf_counter()
+    analyzer.analyze(text)
+    assert time.perf_counter() - t0 < 5.0
