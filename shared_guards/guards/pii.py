@@ -16,7 +16,14 @@ from typing import ClassVar, TypeVar
 
 from shared_guards.guard import Guard, RequestContext, Resources, StreamFilter
 from shared_guards.pii.config import PIIConfig
-from shared_guards.pii.detector import Hit, PIIDetector, answer_hits, apply_answer_hits, apply_request_hits
+from shared_guards.pii.detector import (
+    Hit,
+    PIIDetector,
+    answer_hits,
+    apply_answer_hits,
+    apply_request_hits,
+    propagate_values,
+)
 from shared_guards.pii.presets import PIIAction
 from shared_guards.pii.stream import PIIStreamFilter, block_violation
 from shared_guards.pii.vault import Vault
@@ -100,7 +107,8 @@ class PIIGuard(Guard):
         if not slots:
             return GuardResult.allow()
         detector = self.detector
-        all_hits = await self._offload(lambda: [detector.hits(t) for _, _, t in slots])
+        texts = [t for _, _, t in slots]
+        all_hits = await self._offload(lambda: propagate_values(texts, [detector.hits(t) for t in texts]))
 
         findings = tuple(_finding(h, mi) for (mi, _, _), hits in zip(slots, all_hits, strict=True) for h in hits)
         types = sorted({h.entity for hits in all_hits for h in hits})

@@ -5,6 +5,7 @@ Pure functions over (text, detections, config, vault); the guard runs them in th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shared_guards.pii.analyzer import Detection, PIIAnalyzer, get_analyzer
@@ -59,6 +60,33 @@ class PIIDetector:
 
     def supported_labels(self) -> set[str]:
         return {e.value for e in Entity}
+
+
+def propagate_values(texts: list[str], all_hits: list[list[Hit]]) -> list[list[Hit]]:
+    """A value found anywhere in the request is found everywhere (case-insensitive, whole words):
+    "Johanna Lindqvist" in one message also covers "JOHANNA LINDQVIST" in another."""
+    values: dict[str, Hit] = {}
+    for text, hits in zip(texts, all_hits, strict=True):
+        for h in hits:
+            v = text[h.start:h.end]
+            if h.action is not PIIAction.TAG and len(v.strip()) >= 3:
+                values.setdefault(v.casefold(), h)
+    if not values:
+        return all_hits
+    rx = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+                    + r")(?!\w)", re.IGNORECASE)
+    out = []
+    for text, hits in zip(texts, all_hits, strict=True):
+        extra = []
+        for m in rx.finditer(text):
+            s, e = m.span()
+            if any(s < h.end and h.start < e for h in hits):
+                continue
+            src = values.get(m.group(0).casefold())
+            if src is not None:
+                extra.append(Hit(src.entity, s, e, src.score, src.action))
+        out.append(sorted([*hits, *extra], key=lambda h: h.start) if extra else hits)
+    return out
 
 
 def apply_request_hits(text: str, hits: list[Hit], config: PIIConfig, vault: Vault) -> str:
