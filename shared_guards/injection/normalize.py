@@ -115,9 +115,10 @@ _LEET_HINT = re2.compile(r"(?i)[a-z][0-9@$!|+€]+[a-z]|\b[0-9@$|][a-z]{2,}|[a-z
 _SPACED = re2.compile(r"(?:\b\pL[ .\-_*/|]){2,}\pL\b")
 _SPACED_SEP = re.compile(r"[ .\-_*/|]")
 _B64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX = re2.compile(r"(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
+_HEX = re2.compile(r"(?:\\x|\b)(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
 _HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
 _URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
+_TAG = re.compile(r"</?[a-z][a-z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
 _HTML_ENT = re.compile(r"&#?[A-Za-z0-9]{1,8};")
 _ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|verschl|凯撒")
 _REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
@@ -186,6 +187,11 @@ def clean(text: str) -> tuple[str, set[str]]:
     nfkc = unicodedata.normalize("NFKC", text)
     if nfkc != text:
         flags.add("nfkc")
+    try:
+        nfkc.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (valid in JSON strings): replace them
+        nfkc = nfkc.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        flags.add("surrogates")
     # Mostly-ASCII text (European languages): translate only the non-ASCII runs.
     if len(nfkc.encode("utf-8", "surrogatepass")) - len(nfkc) < len(nfkc) // 8:
         out = _NON_ASCII.sub(_translate_run, nfkc)
@@ -335,7 +341,9 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
             cleaned, more = clean(unescaped)
             flags |= more
     lower = cleaned.lower()
-    base = _words_lower(lower)
+    # Markup collapses in the word view (tag names and attributes are not words of the text);
+    # the raw view keeps it for structural rules (hidden-text styles, fake <system> tags).
+    base = _words_lower(_TAG.sub(" ", lower) if "<" in lower else lower)
     views: list[View] = [View("text", base, raw_view(lower), (0, len(cleaned)))]
     full = (0, len(cleaned))
 
@@ -451,19 +459,24 @@ def rot13(s: str) -> str:
     return codecs.encode(s, "rot13")
 
 
-def map_offsets(original: str, start: int, end: int) -> tuple[int, int]:
+def map_offsets(original: str, start: int, end: int, view_text: str | None = None) -> tuple[int, int]:
     """Map a ``[start, end)`` span of the ``text`` view of ``original`` back to ``original``.
 
-    Slow path (a Python loop over the text): call it only for matches. Returns ``(-1, -1)``
-    when the mapping cannot be reconstructed (e.g. HTML entities changed the text length).
+    Slow path (a Python loop over the text): call it only for matches. When ``view_text`` is given
+    the rebuilt view must equal it, else the mapping is refused: ``(-1, -1)`` (e.g. when HTML
+    entities or NFKC across characters changed the text).
     """
-    # Rebuild the "text" view character by character with an index map.
-    chars: list[str] = []
-    index: list[int] = []
-    pending_space = True  # leading pad
-    chars.append(" ")
-    index.append(0)
+    in_tag = bytearray(len(original))
+    if "<" in original:
+        for m in _TAG.finditer(original.lower()):
+            in_tag[m.start():m.end()] = b"\x01" * (m.end() - m.start())
+    chars: list[str] = [" "]
+    index: list[int] = [0]
+    pending_space = True
     for i, ch in enumerate(original):
+        if in_tag[i]:
+            pending_space = True
+            continue
         folded = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
         folded = folded.translate(_TABLE).lower()
         for c in folded:
@@ -476,11 +489,13 @@ def map_offsets(original: str, start: int, end: int) -> tuple[int, int]:
                 pending_space = False
             else:
                 pending_space = True
-    chars.append(" ")
-    index.append(len(original))
+    if chars[-1] != " ":
+        chars.append(" ")
+        index.append(len(original))
+    if view_text is not None and "".join(chars) != view_text:
+        return (-1, -1)
     if start < 0 or end > len(index) or start >= end:
         return (-1, -1)
-    # Trim the pad/space edges of the match to word characters.
     s, e = start, end
     while s < e and chars[s] == " ":
         s += 1

@@ -208,12 +208,12 @@ class PatternMatcher:
                     break
             if start < 0:
                 return (-1, -1)
-            return map_offsets(norm.original, start, end)
+            return map_offsets(norm.original, start, end, view.text)
         if kind == -2:
             m = self._word_res[val].search(view.text)
             if m is None:
                 return (-1, -1)
-            return map_offsets(norm.original, *m.span())
+            return map_offsets(norm.original, *m.span(), view.text)
         return (-1, -1)  # raw-view offsets are not mapped back (structure markers)
 
     def scan_text(self, text: str, *, offsets: bool = True) -> PatternResult:
