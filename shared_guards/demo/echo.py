@@ -245,3 +245,26 @@ class EchoUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shared_guards.demo.echo [--host H] [--port P]``: serve until interrupted."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m shared_guards.demo.echo", description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=4001)
+    args = ap.parse_args(argv)
+    echo = EchoUpstream(args.host, args.port)
+    print(f"echo upstream on {echo.base_url}", flush=True)
+    try:
+        echo.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        echo.server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
