@@ -264,7 +264,8 @@ def analyze_segments(
                 if m is not None:
                     from shared_guards.injection.normalize import map_offsets
 
-                    start, end = map_offsets(norm.original, *m.span(), norm.views[0].text)
+                    s0, e0 = m.span()
+                    start, end = map_offsets(norm.original, s0, e0, norm.views[0].text)
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)

@@ -213,7 +213,8 @@ class PatternMatcher:
             m = self._word_res[val].search(view.text)
             if m is None:
                 return (-1, -1)
-            return map_offsets(norm.original, *m.span(), view.text)
+            s0, e0 = m.span()
+            return map_offsets(norm.original, s0, e0, view.text)
         return (-1, -1)  # raw-view offsets are not mapped back (structure markers)
 
     def scan_text(self, text: str, *, offsets: bool = True) -> PatternResult:
