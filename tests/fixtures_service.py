@@ -23,6 +23,8 @@ from tests.fixtures_litellm import OFFLINE_ENV, REPO, free_port
 
 SERVICE_POLICY = REPO / "tests" / "policies" / "service.yaml"
 START_TIMEOUT = float(os.environ.get("SLG_SERVICE_START_TIMEOUT", "90"))
+# One random service token per test session (schemathesis needs it at collection time).
+SESSION_TOKEN = "slg-test-" + secrets.token_hex(16)
 
 
 def slg_executable() -> str:
@@ -82,7 +84,7 @@ def start_service(policy: str | os.PathLike[str], workdir: Path, *, args: Sequen
     """``slg serve --policy POLICY --port PORT --token-file TOKEN [args]``; waits for /healthz."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    token = "slg-test-" + secrets.token_hex(16)
+    token = SESSION_TOKEN
     token_file = workdir / "token"
     token_file.write_text(token + "\n")
     audit_path = workdir / "audit.jsonl"

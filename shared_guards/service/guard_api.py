@@ -42,7 +42,10 @@ class GuardApi:
         return Identity(**fields, gateway="service")
 
     async def request(self, request: Request, obj: GuardRequestIn, data: dict[str, Any]) -> Response:
-        body = data["body"]
+        body = dict(data["body"])
+        for key in ("max_tokens", "max_completion_tokens"):  # 2.0 → 2, as validated
+            if body.get(key) is not None:
+                body[key] = getattr(obj.body, key)
         request_id = obj.request_id or secrets.token_hex(16)
         greq = parse_chat_request(body, self._identity(request, obj), request_id=request_id)
         decision, ctx = await self.s.engine.check_request(greq)

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from shared_guards.errors import GuardViolation, MalformedRequest
 from shared_guards.openai_format import parse_json_body
+from shared_guards.service.schemas import integral_floats
 from shared_guards.service.settings import ServiceSettings
 
 log = logging.getLogger("shared_guards.service")
@@ -116,7 +117,7 @@ class Api:
         raw = await self.read_body(request)
         data: dict[str, Any] = {} if optional and not raw.strip() else parse_json_body(raw, self.settings.max_body_bytes)
         try:
-            return model.model_validate(data), data
+            return model.model_validate(integral_floats(data)), data
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
             loc = ".".join(str(p) for p in err["loc"] if not _union_tag(p)) or "body"

@@ -44,7 +44,7 @@ def _body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-_SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _ID_PARAM = {
     "name": "context_id", "in": "path", "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": 128},
@@ -121,8 +121,9 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "schemas": defs.get("$defs", {}),
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer"},
-                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "bearerAuth": {"type": "http", "scheme": "bearer",
+                               "description": "The service token (--token-file / $SLG_SERVICE_TOKEN). The same "
+                                              "token is accepted in an x-api-key header (LiteLLM's api_key)."},
             },
         },
     }

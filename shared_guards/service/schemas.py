@@ -7,11 +7,21 @@ Chat bodies are validated for shape here and parsed by :mod:`shared_guards.opena
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Str256 = Field(None, max_length=256)
+
+def integral_floats(v: Any) -> Any:
+    """JSON Schema's ``integer`` includes 2.0: the copy that is validated has integral floats as
+    ints (input models have no float fields; the body forwarded is the original)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**63:
+        return int(v)
+    if isinstance(v, dict):
+        return {k: integral_floats(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [integral_floats(x) for x in v]
+    return v
 
 
 class _Strict(BaseModel):
@@ -27,15 +37,23 @@ class _Open(BaseModel):
 # -- OpenAI chat shapes (what openai_format accepts) ------------------------------------------------
 
 RoleName = Literal["system", "developer", "user", "assistant", "tool", "function", "document"]
-PartType = Literal[
-    "text", "input_text", "image_url", "input_image", "image", "file", "input_file", "document",
-    "input_audio", "audio",
+MediaType = Literal[
+    "image_url", "input_image", "image", "file", "input_file", "document", "input_audio", "audio",
 ]
 
 
-class ContentPartIn(_Open):
-    type: PartType
-    text: str | None = Field(None, description="Required for text parts.")
+class TextPartIn(_Open):
+    type: Literal["text", "input_text"]
+    text: str
+
+
+class MediaPartIn(_Open):
+    """Images, files and audio are not scanned; their presence counts for ``deny_features``."""
+
+    type: MediaType
+
+
+ContentPartIn = Annotated[TextPartIn | MediaPartIn, Field(discriminator="type")]
 
 
 class FunctionIn(_Open):

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_guards.engine import GuardEngine
-from shared_guards.errors import GuardViolation
+from shared_guards.errors import GuardViolation, MalformedRequest
 from shared_guards.service.http import Metrics
 from shared_guards.service.sessions import Sessions
 from shared_guards.service.settings import ServiceSettings
 from shared_guards.types import Decision, Finding
+
+IDENTITY_HEADER_MAX = 256
 
 
 @dataclass
@@ -49,11 +51,13 @@ def header_identity(headers: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, header in (("user", "x-slg-user"), ("team", "x-slg-team"), ("key_alias", "x-slg-key-alias"),
                           ("consumer", "x-slg-consumer"), ("department", "x-slg-department"),
-                          ("tenant", "x-slg-tenant")):
+                          ("tenant", "x-slg-tenant"), ("groups", "x-slg-groups")):
         value = headers.get(header)
-        if value:
-            out[field] = value[:256]
-    groups = headers.get("x-slg-groups")
-    if groups:
-        out["groups"] = tuple(g.strip() for g in groups.split(",") if g.strip())[:64]
+        if value and len(value) > IDENTITY_HEADER_MAX:
+            raise MalformedRequest(f"Header {header} is longer than {IDENTITY_HEADER_MAX} characters.",
+                                   rule_id="request.schema", param=header)
+        if value and field == "groups":
+            out["groups"] = tuple(g.strip() for g in value.split(",") if g.strip())
+        elif value:
+            out[field] = value
     return out
