@@ -309,3 +309,101 @@ def test_during_call_cannot_rewrite_but_post_call_still_runs(during_call_proxy: 
     assert out.choices[0].message.content == "THE SECRET STAYS"
     recs = _wait_records(during_call_proxy, lambda x: x["department"] == "shouting", count=2)
     assert [x["stage"] for x in recs[-2:]] == ["request", "response"]
+
+
+# -- the hooks in-process: LiteLLM's contract details that are slow to reach through HTTP ---------
+
+
+def _guardrail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, modes: list[str], default_on: bool = True) -> Any:
+    from litellm_hooks import SecureLLMGuardrail
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(TEST_POLICY.read_text())
+    monkeypatch.setenv("SLG_AUDIT_PATH", str(tmp_path / "audit.jsonl"))
+    return SecureLLMGuardrail(guardrail_name="secure-llm-guard", event_hook=modes, default_on=default_on,
+                              policy_path=str(policy))
+
+
+def _auth(alias: str, dep: str) -> Any:
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    return UserAPIKeyAuth(api_key="sk-x", key_alias=alias, team_id=dep, team_alias=dep, metadata={"department": dep})
+
+
+def _data(call_id: str, model: str = "general") -> dict[str, Any]:
+    return {"model": model, "messages": user("hello"), "litellm_call_id": call_id, "metadata": {}}
+
+
+async def test_pre_call_only_request_is_closed_by_logging_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _guardrail(tmp_path, monkeypatch, ["pre_call"])
+    data = _data("call-1")
+    await g.async_pre_call_hook(_auth("t-shout", "shouting"), None, data, "completion")
+    assert g.engine.contexts.get("call-1") is not None
+    assert "slg" not in json.dumps(data["metadata"])  # nothing of ours rides in the metadata
+    await g.async_log_success_event({"litellm_call_id": "call-1"}, None, None, None)
+    assert g.engine.contexts.get("call-1") is None
+
+
+async def test_with_post_call_the_logging_hook_leaves_the_context(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _guardrail(tmp_path, monkeypatch, ["pre_call", "post_call"])
+    await g.async_pre_call_hook(_auth("t-shout", "shouting"), None, _data("call-2"), "completion")
+    await g.async_log_success_event({"litellm_call_id": "call-2"}, None, None, None)
+    assert g.engine.contexts.get("call-2") is not None  # the post_call hook still needs it
+    await g.async_post_call_failure_hook(_data("call-2"), RuntimeError("upstream down"), None)
+    assert g.engine.contexts.get("call-2") is None
+
+
+async def test_should_run_guardrail_is_respected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _guardrail(tmp_path, monkeypatch, ["pre_call", "post_call"], default_on=False)
+    data = _data("call-3", model="not-allowed-anywhere")
+    assert await g.async_pre_call_hook(_auth("t-shout", "shouting"), None, data, "completion") is data
+    assert g.engine.contexts.get("call-3") is None
+    # ... and runs when the request asks for it by name.
+    data["metadata"]["guardrails"] = ["secure-llm-guard"]
+    with pytest.raises(Exception) as ei:
+        await g.async_pre_call_hook(_auth("t-shout", "shouting"), None, data, "completion")
+    assert getattr(ei.value, "status_code", None) == 403
+
+
+class _BrokenAuth:
+    @property
+    def user_id(self) -> str:
+        raise RuntimeError("adapter bug")
+
+
+async def test_adapter_errors_follow_on_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import HTTPException
+
+    g = _guardrail(tmp_path, monkeypatch, ["pre_call"])
+    with pytest.raises(HTTPException) as ei:
+        await g.async_pre_call_hook(_BrokenAuth(), None, _data("call-4"), "completion")
+    assert ei.value.status_code == 503
+    assert "adapter.error" in str(ei.value.detail)
+
+
+def test_bad_policy_fails_construction(tmp_path: Path) -> None:
+    from litellm_hooks import SecureLLMGuardrail
+    from shared_guards.errors import PolicyError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("departments: {a: {models: [general], colour: blue}}\n")
+    with pytest.raises(PolicyError, match="departments.a.colour"):
+        SecureLLMGuardrail(guardrail_name="g", event_hook=["pre_call"], default_on=True, policy_path=str(bad))
+
+
+def test_docs_snippet_matches_shipped_config() -> None:
+    import yaml
+
+    doc = (Path(__file__).parents[1] / "docs" / "litellm.md").read_text()
+    snippet = doc.split("```yaml\nguardrails:", 1)[1].split("```", 1)[0]
+    documented = yaml.safe_load("guardrails:" + snippet)["guardrails"][0]
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "config" / "litellm.yaml").read_text())
+    entry = shipped["guardrails"][0]
+    assert documented["litellm_params"]["guardrail"] == entry["litellm_params"]["guardrail"]
+    assert documented["litellm_params"]["mode"] == entry["litellm_params"]["mode"]
+    assert shipped["general_settings"]["custom_auth"] == "litellm_hooks.auth.custom_auth"
+    import importlib
+
+    module, _, attr = entry["litellm_params"]["guardrail"].rpartition(".")
+    assert getattr(importlib.import_module(module), attr).__name__ == "SecureLLMGuardrail"
