@@ -282,9 +282,10 @@ def _printable_ratio(s: str) -> float:
 
 
 def _letters_ratio(s: str) -> float:
+    """Share of letters, digits and spaces: decoded text, not binary noise."""
     if not s:
         return 0.0
-    return sum(1 for c in s if c.isalpha() or c == " ") / len(s)
+    return sum(1 for c in s if c.isalnum() or c == " ") / len(s)
 
 
 def _decode_b64(span: str) -> str | None:
@@ -304,7 +305,7 @@ def _decode_b64(span: str) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if len(text) < 6 or _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.6:
+    if len(text) < 6 or _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.75:
         return None
     return text
 
@@ -317,7 +318,7 @@ def _decode_hex(span: str) -> str | None:
         text = bytes.fromhex(s).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None
-    if _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.6:
+    if _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.75:
         return None
     return text
 
