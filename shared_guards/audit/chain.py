@@ -21,7 +21,7 @@ ROTATE_EVENT = "audit.rotate"
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
     """Canonical JSON: sorted keys, no spaces, UTF-8. ``hash`` is computed over this."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
 def normalize(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,14 +35,29 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
-def seal(record: Mapping[str, Any], prev: str, seq: int) -> dict[str, Any]:
-    """Chain a (normalized) record: set ``prev`` and ``seq``, add ``hash``."""
+def seal_line(record: Mapping[str, Any], prev: str, seq: int) -> tuple[dict[str, Any], bytes]:
+    """Chain a record: set ``prev`` and ``seq``, add ``hash``; returns it and its JSONL line.
+
+    The line is the canonical JSON of the record without ``hash`` with ``"hash"`` appended as the
+    last member: one serialization per record. Canonical JSON survives a parse/serialize round
+    trip, so a reader recomputes the same hash."""
     body = dict(record)
     body.pop("hash", None)
     body["prev"] = prev
     body["seq"] = seq
-    body["hash"] = record_hash(body)
-    return body
+    try:
+        c = canonical(body)  # default=str: what a reader parses back serializes to the same bytes
+    except (TypeError, ValueError):  # e.g. keys of mixed types
+        body = normalize(body)
+        c = canonical(body)
+    digest = hashlib.sha256(c).hexdigest()
+    body["hash"] = digest
+    return body, c[:-1] + b',"hash":"' + digest.encode() + b'"}'
+
+
+def seal(record: Mapping[str, Any], prev: str, seq: int) -> dict[str, Any]:
+    """Chain a record: set ``prev`` and ``seq``, add ``hash``."""
+    return seal_line(record, prev, seq)[0]
 
 
 @dataclass

@@ -133,7 +133,7 @@ def syslog_line(rec: Mapping[str, Any], hostname: str | None = None) -> str:
 
 def splunk_hec_body(records: list[dict[str, Any]], sourcetype: str) -> bytes:
     return "".join(json.dumps({"time": r.get("ts"), "sourcetype": sourcetype, "source": "secure-llm-gateway",
-                               "event": r}, separators=(",", ":")) for r in records).encode()
+                               "event": r}, separators=(",", ":"), default=str) for r in records).encode()
 
 
 def elastic_bulk_body(records: list[dict[str, Any]], index: str) -> bytes:
@@ -143,5 +143,5 @@ def elastic_bulk_body(records: list[dict[str, Any]], index: str) -> bytes:
         lines.append(json.dumps(action, separators=(",", ":")))
         doc = dict(r)
         doc["@timestamp"] = datetime.fromtimestamp(float(r.get("ts", 0)), UTC).isoformat()
-        lines.append(json.dumps(doc, separators=(",", ":")))
+        lines.append(json.dumps(doc, separators=(",", ":"), default=str))
     return ("\n".join(lines) + "\n").encode()

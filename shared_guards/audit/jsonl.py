@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared_guards.audit.chain import GENESIS, ROTATE_EVENT, canonical, normalize, seal
+from shared_guards.audit.chain import GENESIS, ROTATE_EVENT, seal_line
 
 log = logging.getLogger("shared_guards.audit")
 
@@ -111,11 +111,10 @@ class JsonlAuditSink:
         """Chain and append ``records``; returns them as written (with ``seq``, ``prev``, ``hash``)."""
         if not records:
             return []
-        normalized = [normalize(r) for r in records]
         with self._tlock, open(self.lock_path, "a") as lockfh:
             fcntl.flock(lockfh.fileno(), fcntl.LOCK_EX)
             try:
-                return self._append(normalized)
+                return self._append(records)
             finally:
                 fcntl.flock(lockfh.fileno(), fcntl.LOCK_UN)
 
@@ -139,9 +138,9 @@ class JsonlAuditSink:
             n = int(existing[-1].name.rsplit(".", 1)[1]) + 1
         target = self.path.with_name(f"{self.path.name}.{n:06d}")
         os.rename(self.path, target)
-        marker = seal({"event": ROTATE_EVENT, "ts": time.time(), "previous_file": target.name,
-                       "previous_last_seq": seq}, prev, seq + 1)
-        self._write(canonical(marker) + b"\n")
+        marker, line = seal_line({"event": ROTATE_EVENT, "ts": time.time(), "previous_file": target.name,
+                                  "previous_last_seq": seq}, prev, seq + 1)
+        self._write(line + b"\n")
         log.info("audit file rotated to %s", target.name)
         return marker["hash"], marker["seq"]
 
@@ -158,7 +157,7 @@ class JsonlAuditSink:
         finally:
             os.close(fd)
 
-    def _append(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _append(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         prev, seq, size, torn = self._head()
         if self.max_bytes and size >= self.max_bytes:
             prev, seq = self._rotate(prev, seq)
@@ -167,10 +166,10 @@ class JsonlAuditSink:
         chunks: list[bytes] = [b"\n"] if torn else []
         for r in records:
             seq += 1
-            sealed = seal(r, prev, seq)
+            sealed, line = seal_line(r, prev, seq)
             prev = sealed["hash"]
             out.append(sealed)
-            chunks.append(canonical(sealed) + b"\n")
+            chunks.append(line + b"\n")
         ino = self._write(b"".join(chunks))
         self._cache = (ino, self.path.stat().st_size, prev, seq)
         return out

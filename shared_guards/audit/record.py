@@ -15,6 +15,7 @@ the prompt or the answer. Prompt capture is opt-in per department (``audit.captu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -25,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared_guards.types import Action, Decision, Stage
+from shared_guards.types import Action, Decision, Finding, Identity, Stage
 
 if TYPE_CHECKING:
     from shared_guards.guard import RequestContext
@@ -36,6 +37,30 @@ DECISION_EVENT = "decision"
 _SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 # Severity of a block that carries no findings, by HTTP status.
 _STATUS_SEVERITY = {401: "medium", 403: "medium", 429: "low", 503: "high"}
+
+
+_IDENTITY_FIELDS = [f.name for f in dataclasses.fields(Identity)]
+_FINDING_FIELDS = [f.name for f in dataclasses.fields(Finding)]
+
+
+def _identity_view(identity: Identity) -> dict[str, Any]:
+    """``Identity.audit_view`` without ``dataclasses.asdict``'s deep copy (hot path)."""
+    out: dict[str, Any] = {}
+    for name in _IDENTITY_FIELDS:
+        v = getattr(identity, name)
+        if v is not None and v != ():
+            out[name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _finding_view(f: Finding) -> dict[str, Any]:
+    """``Finding.audit_view`` without the deep copy: offsets, types and scores, never text."""
+    out: dict[str, Any] = {}
+    for name in _FINDING_FIELDS:
+        v = getattr(f, name)
+        if v != "" and v != -1:
+            out[name] = v
+    return out
 
 
 def severity_rank(severity: str) -> int:
@@ -62,7 +87,7 @@ def decision_record(
     """The audit record of one decision: identities, rule ids, entity types, timings; no text
     unless ``audit`` asks for prompt capture for this department."""
     identity = ctx.identity if ctx is not None else decision.request.identity
-    findings = [f.audit_view() for f in decision.findings]
+    findings = [_finding_view(f) for f in decision.findings]
     rules = Counter(f.rule_id for f in decision.findings)
     entities = Counter(f.entity_type for f in decision.findings if f.entity_type)
     department = decision.department or (ctx.department if ctx is not None else "")
@@ -72,7 +97,7 @@ def decision_record(
         "ts": time.time(),
         "request_id": ctx.request_id if ctx is not None else decision.request.request_id,
         "gateway": identity.gateway,
-        "identity": identity.audit_view(),
+        "identity": _identity_view(identity),
         "department": department,
         "model": decision.request.model,
         "stage": decision.stage.value,

@@ -215,8 +215,8 @@ class HttpJsonSink(RemoteSink):
         if fmt == "elastic_bulk":
             return elastic_bulk_body(batch, self.spec.index)
         if fmt == "ocsf":
-            return json.dumps([to_ocsf(r) for r in batch], separators=(",", ":")).encode()
-        return json.dumps(batch, separators=(",", ":")).encode()
+            return json.dumps([to_ocsf(r) for r in batch], separators=(",", ":"), default=str).encode()
+        return json.dumps(batch, separators=(",", ":"), default=str).encode()
 
     def send(self, batch: list[dict[str, Any]]) -> None:
         assert self.spec.url is not None
@@ -242,7 +242,7 @@ class OcsfFileSink(RemoteSink):
         assert self.spec.path is not None
         path = Path(self.spec.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(to_ocsf(r), separators=(",", ":")) + "\n" for r in batch)
+        data = "".join(json.dumps(to_ocsf(r), separators=(",", ":"), default=str) + "\n" for r in batch)
         with path.open("a", encoding="utf-8") as fh:
             fh.write(data)
 
