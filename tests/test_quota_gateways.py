@@ -46,6 +46,7 @@ def assert_openai_429(status: int, headers: Any, body: Any, rule: str) -> None:
     assert int(headers["retry-after"]) >= 1
     err = body["error"]
     assert set(err) >= {"message", "type", "code", "param"}
+    assert err["type"] == "rate_limit_error", err
     assert rule in err["message"]
 
 
