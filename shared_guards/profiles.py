@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from shared_guards.errors import ConfigError
 from shared_guards.registry import BUILTIN_GUARDS, get_guard_class
 
 log = logging.getLogger("shared_guards.profiles")
@@ -37,6 +38,15 @@ class EdgeRule:
     reason: str
     drop: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)  # merged over the policy's options
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # options -> options
+    unsupported: str | None = None  # the guard cannot run under edge: refuse to start, say why
+
+
+def _without_semantic_layer(options: dict[str, Any]) -> dict[str, Any]:
+    layers = options.get("layers", ["pattern", "semantic", "context"])
+    if isinstance(layers, list):
+        options = {**options, "layers": [layer for layer in layers if layer != "semantic"]}
+    return options
 
 
 EDGE_RULES: dict[str, EdgeRule] = {
@@ -45,8 +55,14 @@ EDGE_RULES: dict[str, EdgeRule] = {
     "injection_pattern": EdgeRule("compiled pattern sets"),
     "injection_context": EdgeRule("context validation, pure Python"),
     "injection_semantic": EdgeRule("embedding model (torch): dropped", drop=True),
-    # Presidio imports spaCy and torch; the pattern engine runs the same rules without them.
-    "pii": EdgeRule("PII pattern recognizers only, no NER", options={"engine": "patterns"}),
+    "injection": EdgeRule("pattern and context layers; the semantic layer (torch) is removed",
+                          rewrite=_without_semantic_layer),
+    # The PII guard analyzes with Presidio, whose import loads spaCy and torch. Until it offers an
+    # analyzer without them, an edge process refuses a policy that uses it rather than silently
+    # loading them (or silently dropping PII protection).
+    "pii": EdgeRule("PII recognizers", unsupported=(
+        "the PII guard's analyzer (Presidio) loads spaCy and torch; remove the guard from this "
+        "policy for edge, or run --profile full")),
 }
 
 # Modules an edge process must never import (checked by tests and the benchmark).
@@ -71,12 +87,16 @@ def _edge_spec(spec: Any, where: str) -> dict[str, Any] | None:
         return {**spec, "options": new_options}
     if rule is None:
         return spec
+    if rule.unsupported:
+        raise ConfigError(f"edge profile: guard {spec.get('id') or name!r} ({where}): {rule.unsupported}")
     if rule.drop:
         log.info("edge profile: %s (%s) dropped: %s", spec.get("id") or name, where, rule.reason)
         return None
+    if rule.rewrite is not None and isinstance(options, dict):
+        options = rule.rewrite(dict(options))
     if rule.options:
-        return {**spec, "options": {**options, **rule.options}}
-    return spec
+        options = {**options, **rule.options}
+    return {**spec, "options": options} if options != (spec.get("options") or {}) else spec
 
 
 def edge_policy(data: Any) -> Any:

@@ -8,10 +8,10 @@ on its own; the real guards are exercised through the same paths where the polic
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from shared_guards.errors import ContentViolation
-from shared_guards.guard import Guard, RequestContext, StreamFilter
+from shared_guards.guard import Guard, GuardConfig, RequestContext, StreamFilter
 from shared_guards.types import (
     Action,
     Choice,
@@ -114,3 +114,20 @@ class VaultPIIGuard(Guard):
 
     def stream_filter(self, ctx: RequestContext) -> StreamFilter | None:
         return _RestoreFilter(ctx.state.setdefault(KEY, {}))
+
+
+class EdgeAwareGuard(Guard):
+    """A package guard declaring its own edge options: drops itself when ``heavy`` is set."""
+
+    name: ClassVar[str] = "svc_test_edge_aware"
+
+    class Config(GuardConfig):
+        heavy: bool = False
+        mode: str = "full"
+
+    @classmethod
+    def edge_options(cls, options: dict[str, Any]) -> dict[str, Any] | None:
+        return None if options.get("heavy") else {**options, "mode": "edge"}
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        return GuardResult.allow()
