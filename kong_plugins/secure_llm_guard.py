@@ -4,9 +4,10 @@ It only translates. ``access``: the authenticated consumer (username or custom_i
 consumer groups become an :class:`~shared_guards.types.Identity`, the body (read once) becomes a
 :class:`~shared_guards.types.GuardRequest`; the core decides; a block becomes
 ``kong.response.exit(status, openai_error_json, headers)`` and a sanitized request is forwarded
-with ``kong.service.request.set_raw_body``. ``response``: the buffered upstream answer is checked
-(and, e.g., pseudonyms restored) and replaced through ``kong.response.exit`` when it changed or is
-refused. ``log``: releases what a request left behind when a later plugin cut it short.
+with ``kong.service.request.set_raw_body``. ``response``: the buffered upstream answer (a JSON chat
+completion, or a whole SSE stream for ``stream: true``) is checked (and, e.g., pseudonyms restored)
+and replaced through ``kong.response.exit`` when it changed or is refused; Python plugins have no
+``body_filter``, so Kong holds a streamed answer until it is complete. ``log``: releases what a request left behind when a later plugin cut it short.
 
 Per-request state (the :class:`RequestContext`, with any pseudonymization vault) stays in this
 process, in ``engine.contexts``; only an opaque random key travels through ``kong.ctx.shared``.
@@ -16,6 +17,8 @@ the request hangs inside Kong.
 
 Run as a dedicated plugin server: ``python kong_plugins/secure_llm_guard.py -p /usr/local/kong``
 listens on ``/usr/local/kong/secure-llm-guard.sock``; ``--dump`` prints the plugin info Kong reads.
+With ``SLG_POLICY=/path/policy.yaml`` in its environment the server loads that policy and its models
+before it starts listening.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def _pdk(fn: Any, *args: Any) -> Any:
 
 
 def _error_body(status: int, code: str, message: str) -> dict[str, Any]:
-    kind = "service_unavailable_error" if status == 503 else "internal_error"
+    kind = "service_unavailable_error" if status == 503 else "server_error"
     return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
@@ -238,19 +241,27 @@ class Plugin:
             body = json.loads(raw)
         except ValueError:
             body = None
-        if not isinstance(body, dict):
-            # A streamed (SSE) or non-JSON answer cannot be checked here: withhold it (docs/kong.md).
+        stream = None if isinstance(body, dict) else openai_format.parse_chat_stream(raw)
+        if isinstance(body, dict):
+            answer = openai_format.parse_chat_response(body)
+        elif stream is not None:  # stream=true: Kong buffered the whole SSE answer
+            answer = stream[0]
+        else:
             _exit(kong, 502, _error_body(502, "unchecked_response",
-                                         "The upstream answer is not a JSON chat completion and cannot be "
-                                         "checked by secure-llm-guard (use stream=false, or `slg serve`)."))
+                                         "The upstream answer is not a chat completion and cannot be checked "
+                                         "(rule guard.unchecked_response)."))
             return False
-        decision = engine.check_response_sync(ctx, openai_format.parse_chat_response(body), timeout=self.timeout)
+        decision = engine.check_response_sync(ctx, answer, timeout=self.timeout)
         if decision.blocked:
             assert decision.violation is not None
             _exit_violation(kong, decision.violation)
             return False
         if decision.changed and decision.response is not None:
-            _exit(kong, status, openai_format.apply_response(body, decision.response))
+            if isinstance(body, dict):
+                _exit(kong, status, openai_format.apply_response(body, decision.response))
+            elif stream is not None:
+                kong.response.exit(status, openai_format.render_chat_stream(stream[1], decision.response),
+                                   {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         return True
 
     def _finish(self, engine: GuardEngine, ctx: RequestContext, ok: bool) -> None:
@@ -284,7 +295,23 @@ class Plugin:
         _exit(kong, status, _error_body(status, code, message))
 
 
+def preload(policy_path: str) -> None:
+    """Load the policy and build every department's pipeline (models included) before serving, so
+    the first requests don't wait for imports. The server's socket appears once this is done."""
+    try:
+        engine = GuardEngine.shared(policy_path)
+        for department in engine.loaded.policy.departments:
+            engine.pipeline(department)
+    except Exception as exc:  # the instance will answer 503 guard.config and log why
+        logger.error("secure-llm-guard: preloading %s failed: %s", policy_path, exc)
+
+
 if __name__ == "__main__":
+    import os
+    import sys
+
     from kong_pdk.cli import start_dedicated_server
 
+    if "--dump" not in sys.argv and "-dump" not in sys.argv and os.environ.get("SLG_POLICY"):
+        preload(os.environ["SLG_POLICY"])
     start_dedicated_server("secure-llm-guard", Plugin, version, priority, Schema)

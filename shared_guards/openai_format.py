@@ -220,3 +220,87 @@ def apply_response(body: Mapping[str, Any], response: GuardResponse) -> dict[str
         if new is not None and isinstance(msg, dict) and isinstance(msg.get("content"), str):
             msg["content"] = new.text
     return out
+
+
+# -- buffered streams (a gateway that holds the whole SSE answer, e.g. Kong's response phase) -------
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def parse_chat_stream(raw: bytes | str) -> tuple[GuardResponse, dict[str, Any]] | None:
+    """A complete, buffered SSE chat-completions stream → ``(assembled answer, envelope)``.
+
+    The envelope keeps what :func:`render_chat_stream` needs (``id``, ``created``, ``model``,
+    ``usage``...). None when ``raw`` is not a stream of JSON chunks."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    texts: dict[int, list[str]] = {}
+    finish: dict[int, str | None] = {}
+    calls: dict[int, dict[int, list[str]]] = {}  # choice -> tool-call index -> [id, name, arguments]
+    meta: dict[str, Any] = {}
+    chunks = 0
+    for line in text.splitlines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        chunks += 1
+        for key in ("id", "object", "created", "model", "system_fingerprint"):
+            if key in chunk:
+                meta.setdefault(key, chunk[key])
+        if isinstance(chunk.get("usage"), Mapping):
+            meta["usage"] = dict(chunk["usage"])
+        for c in chunk.get("choices") or []:
+            if not isinstance(c, Mapping):
+                continue
+            i = _int(c.get("index"))
+            raw_delta = c.get("delta")
+            delta: Mapping[str, Any] = raw_delta if isinstance(raw_delta, Mapping) else {}
+            content = delta.get("content")
+            texts.setdefault(i, []).append(content if isinstance(content, str) else "")
+            for tc in delta.get("tool_calls") or []:
+                if not isinstance(tc, Mapping):
+                    continue
+                slot = calls.setdefault(i, {}).setdefault(_int(tc.get("index")), ["", "", ""])
+                raw_fn = tc.get("function")
+                fn: Mapping[str, Any] = raw_fn if isinstance(raw_fn, Mapping) else {}
+                slot[0] = str(tc.get("id") or slot[0])
+                slot[1] = str(fn.get("name") or slot[1])
+                slot[2] += str(fn.get("arguments") or "")
+            if c.get("finish_reason"):
+                finish[i] = str(c["finish_reason"])
+    if not chunks:
+        return None
+    choices = tuple(
+        Choice(i, "".join(texts[i]), tuple(ToolCall(*calls[i][n]) for n in sorted(calls.get(i, {}))), finish.get(i))
+        for i in sorted(texts)
+    )
+    usage = meta.get("usage")
+    u = Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))) if usage else None
+    return GuardResponse(choices, u, str(meta.get("model", ""))), meta
+
+
+def render_chat_stream(meta: Mapping[str, Any], response: GuardResponse) -> str:
+    """An SSE stream carrying ``response`` (one content delta per choice), in ``meta``'s envelope."""
+    base = {"id": meta.get("id", "chatcmpl-guarded"), "object": "chat.completion.chunk",
+            "created": meta.get("created", 0), "model": meta.get("model", response.model)}
+    events: list[dict[str, Any]] = []
+    for c in response.choices:
+        delta: dict[str, Any] = {"role": "assistant", "content": c.text}
+        if c.tool_calls:
+            delta["tool_calls"] = [{"index": n, "id": t.id, "type": "function",
+                                    "function": {"name": t.name, "arguments": t.arguments}}
+                                   for n, t in enumerate(c.tool_calls)]
+        events.append({**base, "choices": [{"index": c.index, "delta": delta, "finish_reason": None}]})
+        events.append({**base, "choices": [{"index": c.index, "delta": {}, "finish_reason": c.finish_reason or "stop"}]})
+    if meta.get("usage") is not None:
+        events.append({**base, "choices": [], "usage": meta["usage"]})
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"

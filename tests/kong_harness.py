@@ -404,10 +404,11 @@ class KongHarness:
         env.update(OFFLINE_ENV)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         env["SLG_AUDIT_PATH"] = str(self.audit_path)
+        env["SLG_POLICY"] = self.policy_path  # preload: the socket appears once models are loaded
         env.update(self.env)
         return env
 
-    def start(self, wait: float = 60.0) -> KongHarness:
+    def start(self, wait: float = 240.0) -> KongHarness:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(self.command(), cwd=str(self.tmpdir), env=self.process_env(),
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -155,11 +155,38 @@ def test_response_upstream_error_passes_untouched(kong_harness: KongHarness) -> 
     assert "kong.service.response.get_raw_body" not in resp.methods
 
 
-def test_response_that_is_not_json_is_withheld(kong_harness: KongHarness) -> None:
+def sse(*deltas: str, usage: bool = True) -> str:
+    chunks = [{"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "general",
+               "choices": [{"index": 0, "delta": {"content": d}, "finish_reason": None}]} for d in deltas]
+    chunks.append({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "general",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append({"id": "chatcmpl-s", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def sse_text(raw: Any) -> str:
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    out = ""
+    for line in text.splitlines():
+        if line.startswith("data: {"):
+            for c in json.loads(line[6:]).get("choices", []):
+                out += c["delta"].get("content") or ""
+    return out
+
+
+def test_streamed_answer_is_checked_and_passed_through(kong_harness: KongHarness) -> None:
     acc = kong_harness.access(chat(stream=True), "finance")
-    sse = 'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
-    resp = kong_harness.response(acc, body=sse, headers={"Content-Type": "text/event-stream"})
-    err = assert_openai_error(resp, 502, None)
+    resp = kong_harness.response(acc, body=sse("Hel", "lo"), headers={"Content-Type": "text/event-stream"})
+    assert not resp.exited  # unchanged: Kong sends the upstream's stream as it was
+    kong_harness.wait_for_audit(lambda r: r.get("stage") == "response" and r.get("gateway") == "kong")
+
+
+@pytest.mark.parametrize("body", ["<html>upstream proxy error page</html>", "data: not-json\n\n", "[1, 2]"])
+def test_answer_that_is_no_chat_completion_is_withheld(kong_harness: KongHarness, body: str) -> None:
+    acc = kong_harness.access(OK, "finance")
+    resp = kong_harness.response(acc, body=body, headers={"Content-Type": "text/html"})
+    err = assert_openai_error(resp, 502, "guard.unchecked_response")
     assert err["code"] == "unchecked_response"
 
 
@@ -181,7 +208,8 @@ def test_log_phase_releases_a_request_whose_response_never_ran(kong_harness: Kon
 # -- the edge catches everything ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["kong.ctx.shared.set", "kong.client.get_consumer", "kong.service.request.set_header"])
+@pytest.mark.parametrize("method", ["kong.ctx.shared.set", "kong.client.get_consumer",
+                                    "kong.service.request.set_header"])
 def test_pdk_failure_gives_clean_500_and_server_keeps_serving(kong_harness: KongHarness, method: str) -> None:
     r = kong_harness.access(OK, "marketing", pdk_errors={method: "simulated Kong failure"})
     err = assert_openai_error(r, 500, "guard.internal")
@@ -195,15 +223,15 @@ def test_response_pdk_failure_gives_clean_500(kong_harness: KongHarness) -> None
     assert_openai_error(resp, 500, "guard.internal")
 
 
-def test_python_style_pdk_errors(tmp_path: Path) -> None:
+def test_python_style_pdk_errors(test_policy: Path) -> None:
     """Under ``--no-lua-style`` PDK errors are raised as PDKException: handled the same way."""
-    h = KongHarness(lua_style=False).start()
+    h = KongHarness(test_policy, lua_style=False).start()
     try:
         assert not h.access(OK, "marketing").exited
         assert_openai_error(h.access(chat("coder"), "marketing"), 403, "rbac.model")
-        assert_openai_error(h.access(None, "finance"), 400, "request.too_large")
-        assert_openai_error(h.access(OK, "finance", pdk_errors={"kong.ctx.shared.set": "x"}), 500, "guard.internal")
-        acc = h.access(OK, "finance")
+        assert_openai_error(h.access(None, "marketing"), 400, "request.too_large")
+        assert_openai_error(h.access(OK, "marketing", pdk_errors={"kong.ctx.shared.set": "x"}), 500, "guard.internal")
+        acc = h.access(OK, "marketing")
         assert not h.response(acc).exited
     finally:
         h.stop()
@@ -315,6 +343,23 @@ def test_sanitized_request_is_forwarded_and_answer_restored(custom: KongHarness)
     assert resp.exit_body["usage"]["total_tokens"] == 10  # the rest of the answer is kept
 
 
+def test_streamed_answer_is_restored_as_a_stream(custom: KongHarness) -> None:
+    acc = custom.access(chat(content="alpha", stream=True), "swap")
+    assert acc.forwarded_body["messages"][0]["content"] == "<WORD_1>"
+    resp = custom.response(acc, body=sse("about <WO", "RD_1> today"), headers={"Content-Type": "text/event-stream"})
+    assert resp.exit_status == 200
+    assert resp.exit_headers["Content-Type"] == "text/event-stream"
+    assert sse_text(resp.exit_raw) == "about alpha today"  # the placeholder split across chunks is restored
+    assert resp.exit_raw.rstrip().endswith("data: [DONE]")
+    assert '"usage"' in resp.exit_raw
+
+
+def test_streamed_answer_refused_by_a_failing_guard(custom: KongHarness) -> None:
+    acc = custom.access(chat(stream=True), "late")
+    resp = custom.response(acc, body=sse("hi"), headers={"Content-Type": "text/event-stream"})
+    assert_openai_error(resp, 503, "boom")
+
+
 def test_consumer_group_identity(custom: KongHarness) -> None:
     r = custom.access(chat("code-large"), "dana", groups=["engineering"])
     assert not r.exited and "kong.client.get_consumer_groups" in r.methods
@@ -325,14 +370,15 @@ def test_consumer_group_identity(custom: KongHarness) -> None:
 
 
 def test_instances_per_config_share_one_engine(custom: KongHarness, test_policy: Path) -> None:
-    demo = str(REPO / "config" / "policy.yaml")
+    other = test_policy.with_name("other.yaml")
+    other.write_text("departments:\n  finance:\n    match: {consumers: [finance]}\n    models: [general]\n")
     a = custom.start_instance({"policy_path": str(test_policy)})
     b = custom.start_instance({"policy_path": str(test_policy), "timeout_seconds": 10})
-    c = custom.start_instance({"policy_path": demo})
+    c = custom.start_instance({"policy_path": str(other)})
     assert len({a, b, c}) == 3
-    # each instance decides by its own policy: 'finance' exists only in the demo policy
+    # each instance decides by its own policy: 'finance' exists only in the other policy
     assert_openai_error(custom.access(OK, "finance"), 401, None)
-    assert not custom.access(OK, "finance", config={"policy_path": demo}).exited
+    assert not custom.access(OK, "finance", config={"policy_path": str(other)}).exited
     # a context kept by instance a is found by instance b: one engine per policy per process
     from tests.kong_harness import FakeKongRequest
 
@@ -391,8 +437,6 @@ def test_kong_conf_matches_the_plugin_server() -> None:
 def test_declarative_config_matches_schema_and_policy(kong_harness: KongHarness) -> None:
     import yaml
 
-    from shared_guards.policy import PolicyStore
-
     decl = yaml.safe_load((REPO / "config" / "kong.yml").read_text())
     assert decl["_format_version"] == "3.0"
     route = decl["services"][0]["routes"][0]
@@ -403,9 +447,9 @@ def test_declarative_config_matches_schema_and_policy(kong_harness: KongHarness)
     assert set(cfg) <= set(fields)
     assert {k for k, v in fields.items() if v.get("required")} <= set(cfg)
     # every consumer is a department of the demo policy, and every department has a consumer
-    policy = PolicyStore(REPO / "config" / "policy.yaml").get().policy
+    departments = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())["departments"]
     consumers = {c["username"] for c in decl["consumers"]}
-    assert consumers == {c for d in policy.departments.values() for c in d.match.consumers}
+    assert consumers == {c for d in departments.values() for c in d.get("match", {}).get("consumers", [])}
     assert all(c["keyauth_credentials"] for c in decl["consumers"])
     # the shipped plugin config, pointed at the repo's policy, lets each consumer use `general`
     shipped = {**cfg, "policy_path": str(REPO / "config" / "policy.yaml")}
