@@ -224,3 +224,22 @@ def test_bad_quota_options_fail_at_load_naming_the_field(tmp_path: Path, options
 )
 def test_reset_header_format(ms: int, text: str) -> None:
     assert format_duration(ms) == text
+
+
+def test_docs_example_is_a_valid_policy() -> None:
+    """The configuration example in docs/quotas.md loads (so the doc cannot rot)."""
+    import re
+
+    import yaml
+
+    from shared_guards.policy import parse_policy
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "quotas.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    data = yaml.safe_load(block.group(1))
+    data["departments"]["rnd"]["models"] = ["coder"]
+    loaded = parse_policy(data, "docs/quotas.md")
+    cfg = loaded.guard_config("rnd", "quota")
+    assert cfg.model_dump()["identity"]["requests_per_minute"] == 10  # type: ignore[attr-defined]
+    assert loaded.policy.backends.redis_url == "redis://redis.internal:6379/0"

@@ -43,9 +43,6 @@ DIMENSIONS: tuple[tuple[str, str, int, str], ...] = (
     ("tokens_per_month", "tokens", MONTH_MS, "t30d"),
 )
 
-_process_fallback = MemoryBackend()
-
-
 class Limits(GuardConfig):
     requests_per_minute: int | None = Field(None, gt=0)
     requests_per_hour: int | None = Field(None, gt=0)
@@ -122,8 +119,10 @@ class QuotaGuard(Guard):
         super().__init__(config, resources)
         assert isinstance(config, QuotaConfig)
         self.cfg = config
-        self.primary: LimiterBackend = resources.backends.get("kv") or _process_fallback
-        self.fallback: LimiterBackend = resources.backends.get("kv_fallback") or _process_fallback
+        # The engine fills these from the policy's ``backends`` (shared_guards.backends); a guard
+        # built outside an engine gets a per-process store kept in its Resources.
+        self.primary: LimiterBackend = resources.backends.setdefault("kv", MemoryBackend())
+        self.fallback: LimiterBackend = resources.backends.setdefault("kv_fallback", MemoryBackend())
         self.prefix: str = str(resources.backends.get("kv_prefix", "slg:"))
 
     # -- rules -----------------------------------------------------------------------------------
