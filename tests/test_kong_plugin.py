@@ -432,6 +432,13 @@ def test_kong_conf_matches_the_plugin_server() -> None:
     assert conf["pluginserver_secure_llm_guard_socket"] == f"{prefix}/{PLUGIN_NAME}.sock"
     assert start[-3].endswith("kong_plugins/secure_llm_guard.py")
     assert query[-2:] == [start[-3], "--dump"]
+    assert not {"-m", "--multiprocessing", "-g", "--gevent"} & set(start)  # contexts live in one process
+    # the server preloads the policy the declarative config points the plugin at
+    import yaml
+
+    decl = yaml.safe_load((REPO / "config" / "kong.yml").read_text())
+    cfg = next(p["config"] for p in decl["services"][0]["routes"][0]["plugins"] if p["name"] == PLUGIN_NAME)
+    assert f"SLG_POLICY={cfg['policy_path']}" in start
 
 
 def test_declarative_config_matches_schema_and_policy(kong_harness: KongHarness) -> None:
