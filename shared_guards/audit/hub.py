@@ -80,7 +80,10 @@ class AuditHub:
 
     def emit(self, record: Mapping[str, Any]) -> None:
         """Queue one record. Never blocks, never raises."""
-        if len(self._queue) >= self.queue_size or self._closed:
+        if self._closed:
+            self._report_drop("jsonl", "closed", 1)
+            return
+        if len(self._queue) >= self.queue_size:
             self._dropped += 1  # the worker reads and reports it; a lost increment only undercounts by one
             self._wake.set()
             return

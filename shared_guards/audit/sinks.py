@@ -86,14 +86,16 @@ class RemoteSink(ABC):
         return not self.pending()
 
     def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued within ``timeout``; count the rest as dropped (``shutdown``)."""
         self.flush(timeout)
         with self._cond:
             self._closing = True
+            left = len(self._queue)  # the batch in flight gets one last attempt in the sender thread
+            self._queue.clear()
             self._cond.notify_all()
-        self._thread.join(timeout=1.0)
-        left = self.pending()
         if left:
             self._drop("shutdown", left)
+        self._thread.join(timeout=max(1.0, self.spec.timeout_ms / 1000 + 0.5))
 
     # -- sender thread ----------------------------------------------------------------------------
 
