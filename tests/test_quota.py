@@ -243,3 +243,14 @@ def test_docs_example_is_a_valid_policy() -> None:
     cfg = loaded.guard_config("rnd", "quota")
     assert cfg.model_dump()["identity"]["requests_per_minute"] == 10  # type: ignore[attr-defined]
     assert loaded.policy.backends.redis_url == "redis://redis.internal:6379/0"
+
+
+async def test_monitor_mode_records_but_does_not_block(tmp_path: Path, store: dict[str, str | None]) -> None:
+    path = write_policy(tmp_path / "m.yaml", {"identity": {"requests_per_minute": 1}}, redis_url=store["redis_url"],
+                        prefix=str(store["prefix"]))
+    path.write_text(path.read_text().replace("on_error: fail_closed", "on_error: fail_closed\n  mode: monitor"))
+    eng = engine_for(path)
+    assert (await eng.check_request(request()))[0].action is Action.ALLOW
+    d, _ = await eng.check_request(request())
+    assert d.action is Action.ALERT and not d.blocked
+    assert [f.rule_id for f in d.findings] == ["quota.identity.requests_per_minute"]

@@ -69,6 +69,9 @@ async def test_fail_open_kill_fallback_and_recovery(tmp_path: Path, own_redis: R
     assert all(alerted(d) for d, _ in results)
     assert [d.blocked for d, _ in results] == [False, False, False, True, True]
     assert isinstance(results[3][0].violation, QuotaExceeded)
+    # The alert reaches the audit trail (and from there the alerting sinks).
+    audit = eng.audit.records  # type: ignore[attr-defined]
+    assert any(f.get("rule_id") == "quota.backend_unavailable" for r in audit for f in r.get("findings", []))
     # The breaker is open now: a dead Redis costs (almost) nothing per request.
     _, spent = await timed(eng, "bob")
     assert spent < 0.05
