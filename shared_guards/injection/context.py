@@ -28,7 +28,7 @@ from typing import Protocol
 
 import re2
 
-from shared_guards.injection.normalize import Normalized, normalize
+from shared_guards.injection.normalize import Normalized, OffsetMap, normalize, offset_map
 from shared_guards.injection.patterns import combine
 from shared_guards.types import GuardRequest, Message, Role
 
@@ -251,6 +251,7 @@ def analyze_segments(
         norm = norms[k] if norms is not None else normalize(seg.text)
         scope = scope_of(seg.role, data_roles)
         seg_scores: list[float] = []
+        omap: OffsetMap | None | bool = False
         for i in sorted(comp.matches(norm)):
             rule = comp.rules[i]
             w = rule.weights.get(scope, 0.0)
@@ -262,10 +263,11 @@ def analyze_segments(
             if offsets and not rule.raw:
                 m = comp.regexes[i].search(norm.views[0].text)
                 if m is not None:
-                    from shared_guards.injection.normalize import map_offsets
-
-                    s0, e0 = m.span()
-                    start, end = map_offsets(norm.original, s0, e0, norm.views[0].text)
+                    if omap is False:
+                        omap = offset_map(norm.original, norm.views[0].text)
+                    if isinstance(omap, OffsetMap):
+                        s0, e0 = m.span()
+                        start, end = omap.map(s0, e0)
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)

@@ -36,6 +36,7 @@ import re2
 MAX_INPUT = 1_000_000  # characters normalized per segment; the rest is scanned as cut
 MAX_SPAN = 4096  # longest encoded span decoded
 MAX_DECODED_VIEWS = 8
+MAX_CANDIDATES = 64  # encoded-looking spans examined per encoding (bounds work on adversarial input)
 MIN_B64 = 16
 MIN_HEX = 16
 
@@ -379,8 +380,8 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
     out: list[View] = []
     budget = MAX_DECODED_VIEWS
     if _H_B64 in hints:
-        for m in _B64.finditer(cleaned):
-            if budget <= 0:
+        for k, m in enumerate(_B64.finditer(cleaned)):
+            if budget <= 0 or k >= MAX_CANDIDATES:
                 break
             dec = _decode_b64(m.group()[:MAX_SPAN])
             if dec is not None:
@@ -388,8 +389,8 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
                 flags.add("base64")
                 budget -= 1
     if _H_HEX in hints:
-        for m in _HEX.finditer(cleaned):
-            if budget <= 0:
+        for k, m in enumerate(_HEX.finditer(cleaned)):
+            if budget <= 0 or k >= MAX_CANDIDATES:
                 break
             dec = _decode_hex(m.group()[:MAX_SPAN])
             if dec is not None:
@@ -460,51 +461,69 @@ def rot13(s: str) -> str:
     return codecs.encode(s, "rot13")
 
 
-def map_offsets(original: str, start: int, end: int, view_text: str | None = None) -> tuple[int, int]:
-    """Map a ``[start, end)`` span of the ``text`` view of ``original`` back to ``original``.
+class OffsetMap:
+    """Maps spans of the ``text`` view back to the original string (built once per segment, only
+    when a match needs offsets: a Python loop over the text)."""
 
-    Slow path (a Python loop over the text): call it only for matches. When ``view_text`` is given
-    the rebuilt view must equal it, else the mapping is refused: ``(-1, -1)`` (e.g. when HTML
-    entities or NFKC across characters changed the text).
-    """
-    in_tag = bytearray(len(original))
-    if "<" in original:
-        for m in _TAG.finditer(original.lower()):
-            in_tag[m.start():m.end()] = b"\x01" * (m.end() - m.start())
-    chars: list[str] = [" "]
-    index: list[int] = [0]
-    pending_space = True
-    for i, ch in enumerate(original):
-        if in_tag[i]:
-            pending_space = True
-            continue
-        folded = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
-        folded = folded.translate(_TABLE).lower()
-        for c in folded:
-            if (c.isalnum() if c.isascii() else not c.isspace()):
-                if pending_space and chars[-1] != " ":
-                    chars.append(" ")
-                    index.append(i)
-                chars.append(c)
-                index.append(i)
-                pending_space = False
-            else:
+    __slots__ = ("chars", "index")
+
+    def __init__(self, original: str) -> None:
+        in_tag = bytearray(len(original))
+        if "<" in original:
+            for m in _TAG.finditer(original.lower()):
+                in_tag[m.start():m.end()] = b"\x01" * (m.end() - m.start())
+        chars: list[str] = [" "]
+        index: list[int] = [0]
+        pending_space = True
+        for i, ch in enumerate(original):
+            if in_tag[i]:
                 pending_space = True
-    if chars[-1] != " ":
-        chars.append(" ")
-        index.append(len(original))
-    if view_text is not None and "".join(chars) != view_text:
-        return (-1, -1)
-    if start < 0 or end > len(index) or start >= end:
-        return (-1, -1)
-    s, e = start, end
-    while s < e and chars[s] == " ":
-        s += 1
-    while e > s and chars[e - 1] == " ":
-        e -= 1
-    if s >= e:
-        return (-1, -1)
-    return (index[s], index[e - 1] + 1)
+                continue
+            folded = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
+            folded = folded.translate(_TABLE).lower()
+            for c in folded:
+                if (c.isalnum() if c.isascii() else not c.isspace()):
+                    if pending_space and chars[-1] != " ":
+                        chars.append(" ")
+                        index.append(i)
+                    chars.append(c)
+                    index.append(i)
+                    pending_space = False
+                else:
+                    pending_space = True
+        if chars[-1] != " ":
+            chars.append(" ")
+            index.append(len(original))
+        self.chars = "".join(chars)
+        self.index = index
+
+    def map(self, start: int, end: int) -> tuple[int, int]:
+        if start < 0 or end > len(self.index) or start >= end:
+            return (-1, -1)
+        s, e = start, end
+        while s < e and self.chars[s] == " ":
+            s += 1
+        while e > s and self.chars[e - 1] == " ":
+            e -= 1
+        if s >= e:
+            return (-1, -1)
+        return (self.index[s], self.index[e - 1] + 1)
 
 
-__all__ = ["DECODED_VIEWS", "Normalized", "View", "clean", "map_offsets", "normalize", "raw_view", "words"]
+def offset_map(original: str, view_text: str | None = None) -> OffsetMap | None:
+    """An :class:`OffsetMap`, or None when the rebuilt view differs from ``view_text`` (e.g. HTML
+    entities or NFKC across characters changed the text): offsets are then not reported."""
+    om = OffsetMap(original)
+    if view_text is not None and om.chars != view_text:
+        return None
+    return om
+
+
+def map_offsets(original: str, start: int, end: int, view_text: str | None = None) -> tuple[int, int]:
+    """Map one ``[start, end)`` span of the ``text`` view of ``original`` back to ``original``."""
+    om = offset_map(original, view_text)
+    return om.map(start, end) if om is not None else (-1, -1)
+
+
+__all__ = ["DECODED_VIEWS", "Normalized", "OffsetMap", "View", "clean", "map_offsets", "normalize", "offset_map",
+           "raw_view", "words"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import ahocorasick
 import re2
 
-from shared_guards.injection.normalize import Normalized, View, map_offsets, normalize, words
+from shared_guards.injection.normalize import Normalized, OffsetMap, View, normalize, offset_map, words
 from shared_guards.injection.rulepack import RulePack, RulePackError, expand, load_pack
 
 # Default weights of normalizer flags (a pack's ``signals`` overrides them). Alone they stay below
@@ -168,11 +168,15 @@ class PatternMatcher:
         matches: list[PatternMatch] = []
         text_view = norm.views[0]
         decoded_hit = False
+        omap: OffsetMap | None | bool = False  # False: not built yet
         for i, (vname, kind, val) in hits.items():
             info = self.rules[i]
             start = end = -1
             if vname == "text" and offsets:
-                start, end = self._offsets(norm, text_view, i, kind, val)
+                if omap is False:
+                    omap = offset_map(norm.original, text_view.text)
+                if isinstance(omap, OffsetMap):
+                    start, end = self._offsets(omap, text_view, i, kind, val)
             elif vname != "text":
                 other = norm.view(vname)
                 if other is not None and other.decoded:
@@ -197,24 +201,20 @@ class PatternMatcher:
         score = round(combine(m.weight for m in matches), 4)
         return PatternResult(score, tuple(matches), cats, norm.flags, self.pack.ident)
 
-    def _offsets(self, norm: Normalized, view: View, i: int, kind: int, val: int) -> tuple[int, int]:
+    def _offsets(self, omap: OffsetMap, view: View, i: int, kind: int, val: int) -> tuple[int, int]:
         if kind == -1:  # AC phrase: find the phrase start from its end
             end = val
-            start = -1
             for ph in self.pack.rules[i].phrases:
                 key = _phrase_key(ph)
                 if view.text.startswith(key, end - len(key)):
-                    start = end - len(key)
-                    break
-            if start < 0:
-                return (-1, -1)
-            return map_offsets(norm.original, start, end, view.text)
+                    return omap.map(end - len(key), end)
+            return (-1, -1)
         if kind == -2:
             m = self._word_res[val].search(view.text)
             if m is None:
                 return (-1, -1)
             s0, e0 = m.span()
-            return map_offsets(norm.original, s0, e0, view.text)
+            return omap.map(s0, e0)
         return (-1, -1)  # raw-view offsets are not mapped back (structure markers)
 
     def scan_text(self, text: str, *, offsets: bool = True) -> PatternResult:
