@@ -464,3 +464,38 @@ def test_declarative_config_matches_schema_and_policy(kong_harness: KongHarness)
         r = kong_harness.access(OK, name, config=shipped)
         assert not r.exited, (name, r.exit_body)
         kong_harness.log(r)
+
+
+# -- docs/kong.md: its snippets are the shipped files, its example runs ------------------------------
+
+
+def _blocks(lang: str) -> list[str]:
+    text = (REPO / "docs" / "kong.md").read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def test_docs_kong_conf_lines_are_the_shipped_ones() -> None:
+    shipped = _kong_conf()
+    (ini,) = _blocks("ini")
+    for line in ini.strip().splitlines():
+        k, _, v = line.partition("=")
+        assert shipped.get(k.strip()) == v.strip(), line
+
+
+def test_docs_plugin_yaml_is_the_shipped_one() -> None:
+    import yaml
+
+    decl = yaml.safe_load((REPO / "config" / "kong.yml").read_text())
+    shipped = next(p for p in decl["services"][0]["routes"][0]["plugins"] if p["name"] == PLUGIN_NAME)
+    (doc,) = [b for b in _blocks("yaml") if PLUGIN_NAME in b]
+    assert yaml.safe_load(doc) == [shipped]
+
+
+def test_docs_python_example_runs(kong_harness: KongHarness) -> None:
+    (code,) = _blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/kong.md", "exec"), namespace)
+    tests = [v for k, v in namespace.items() if k.startswith("test_")]
+    assert tests
+    for t in tests:
+        t(kong_harness)
