@@ -1,6 +1,6 @@
 """Time-boxed backend calls behind a circuit breaker.
 
-Every call gets a hard deadline (``asyncio.wait_for``, on top of the socket timeouts). After
+Every call gets a hard deadline (``asyncio.timeout``, on top of the socket timeouts). After
 ``failures`` consecutive failures the breaker opens: calls fail at once with
 :class:`~shared_guards.errors.BackendUnavailable` (a dead Redis then costs nothing per request)
 until the back-off has passed; then one probe call is let through (half-open). Success closes the
@@ -102,7 +102,8 @@ class ResilientBackend:
             raise BackendUnavailable(f"{self.name} backend unavailable (circuit open)")
         settled = False
         try:
-            result = await asyncio.wait_for(make(), timeout=self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # no extra task, unlike wait_for
+                result = await make()
         except asyncio.CancelledError:
             self.breaker.failure()
             settled = True
