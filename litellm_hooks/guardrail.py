@@ -199,28 +199,39 @@ class SecureLLMGuardrail(CustomGuardrail):
         usage: Usage | None = None
         try:
             session = self.engine.open_stream(ctx)
+            flushed: set[int] = set()
+
+            def keep(idx: int, text: str) -> None:
+                if text and sizes.get(idx, 0) < MAX_STREAM_TEXT:
+                    texts.setdefault(idx, []).append(text)
+                    sizes[idx] = sizes.get(idx, 0) + len(text)
+
             async for chunk in response:
                 last = chunk
                 for choice in getattr(chunk, "choices", None) or []:
                     delta = getattr(choice, "delta", None)
-                    content = getattr(delta, "content", None)
-                    if delta is None or not isinstance(content, str) or not content:
+                    if delta is None:
                         continue
                     idx = int(getattr(choice, "index", 0) or 0)
-                    out = session.feed(content, idx) if session.active else content
-                    delta.content = out
-                    if sizes.get(idx, 0) < MAX_STREAM_TEXT:
-                        texts.setdefault(idx, []).append(out)
-                        sizes[idx] = sizes.get(idx, 0) + len(out)
+                    raw = getattr(delta, "content", None)
+                    content = raw if isinstance(raw, str) else ""
+                    has_text = bool(content)
+                    out = (session.feed(content, idx) if session.active else content) if has_text else ""
+                    if session.active and getattr(choice, "finish_reason", None) and idx not in flushed:
+                        out += session.flush(idx)  # held-back text goes out with the choice's last chunk
+                        flushed.add(idx)
+                    if has_text or out:
+                        delta.content = out
+                        keep(idx, out)
                 u = getattr(chunk, "usage", None)
                 if u is not None and getattr(u, "completion_tokens", None) is not None:
                     usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0))
                 yield chunk
-            if session.active:
-                for idx in sorted(texts) or [0]:
+            if session.active:  # a stream that ended without finish_reason
+                for idx in sorted((set(texts) | {0}) - flushed):
                     tail = session.flush(idx)
                     if tail and last is not None:
-                        texts.setdefault(idx, []).append(tail)
+                        keep(idx, tail)
                         yield _tail_chunk(last, idx, tail)
             answer = GuardResponse(tuple(Choice(i, "".join(t)) for i, t in sorted(texts.items())), usage,
                                    str(request_data.get("model", "")))

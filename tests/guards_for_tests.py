@@ -124,3 +124,28 @@ class AlwaysQuotaGuard(Guard):
     async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
         v = QuotaExceeded("Quota exhausted (rule test.quota).", retry_after=6.2, rule_id="test.quota")
         return GuardResult.block(v, (Finding(guard=self.name, rule_id="test.quota"),))
+
+
+class _HoldAll(StreamFilter):
+    def __init__(self) -> None:
+        self.held: dict[int, str] = {}
+
+    def feed(self, delta: str, choice_index: int = 0) -> str:
+        self.held[choice_index] = self.held.get(choice_index, "") + delta
+        return ""
+
+    def flush(self, choice_index: int = 0) -> str:
+        return "<" + self.held.pop(choice_index, "") + ">"
+
+
+class HoldingGuard(Guard):
+    """Holds back the whole streamed answer and releases it, bracketed, on flush."""
+
+    name: ClassVar[str] = "test_holding"
+    stages: ClassVar[frozenset[Stage]] = frozenset({Stage.REQUEST, Stage.RESPONSE})
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        return GuardResult.allow()
+
+    def stream_filter(self, ctx: RequestContext) -> StreamFilter | None:
+        return _HoldAll()

@@ -133,14 +133,21 @@ def test_bad_shapes_are_4xx_not_500(litellm_proxy: ProxyProcess, body: dict[str,
 def test_streaming_passes_and_is_audited(litellm_proxy: ProxyProcess) -> None:
     text = "stream these words back to me please"
     before = len(litellm_proxy.audit_records())
-    stream = litellm_proxy.client("sk-finance").chat.completions.create(model="general", messages=user(text),
-                                                                          stream=True)
+    stream = litellm_proxy.client("sk-marketing").chat.completions.create(model="general", messages=user(text),
+                                                                            stream=True)
     chunks = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([c for c in chunks if c]) >= 3
     assert "".join(chunks) == text
-    recs = _wait_records(litellm_proxy, lambda r: r["department"] == "finance", start=before, count=2)
+    recs = _wait_records(litellm_proxy, lambda r: r["department"] == "marketing", start=before, count=2)
     assert [r["stage"] for r in recs] == ["request", "response"], "no response-stage record from the stream hook"
     assert recs[0]["request_id"] == recs[1]["request_id"]
+
+
+def test_finance_stream_through_the_pii_filter(litellm_proxy: ProxyProcess) -> None:
+    text = "Summarise the quarterly numbers for the board. Revenue grew and costs fell, as planned."
+    stream = litellm_proxy.client("sk-finance").chat.completions.create(model="general", messages=user(text),
+                                                                        stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
 
 
 def test_one_audit_record_per_decision(litellm_proxy: ProxyProcess) -> None:
@@ -407,3 +414,16 @@ def test_docs_snippet_matches_shipped_config() -> None:
 
     module, _, attr = entry["litellm_params"]["guardrail"].rpartition(".")
     assert getattr(importlib.import_module(module), attr).__name__ == "SecureLLMGuardrail"
+
+
+def test_held_back_stream_text_is_flushed_with_the_last_chunk(adapter_proxy: ProxyProcess) -> None:
+    body = {"model": "general", "stream": True, "messages": user("all of this is held")}
+    with httpx.stream("POST", f"{adapter_proxy.base_url}/chat/completions", json=body, timeout=30,
+                      headers={"authorization": "Bearer sk-t-hold"}) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    with_text = [c for c in chunks if c.get("choices") and c["choices"][0]["delta"].get("content")]
+    assert [c["choices"][0]["delta"]["content"] for c in with_text] == ["<all of this is held>"]
+    assert with_text[0]["choices"][0]["finish_reason"] == "stop"  # flushed into the choice's last chunk
