@@ -92,6 +92,9 @@ def req(text: str = "hello", model: str = "general", team: str | None = "ops") -
 
 
 def audit_lines(tmp_path: Path) -> list[dict]:
+    from shared_guards.audit import flush_all
+
+    flush_all()  # the audit file is written by a background thread
     return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
 
 

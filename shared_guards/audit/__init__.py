@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared_guards.audit.chain import GENESIS, VerifyResult, verify_files
-from shared_guards.audit.hub import AuditHub
+from shared_guards.audit.hub import AuditHub, flush_all
 from shared_guards.audit.jsonl import JsonlAuditSink, rotated_files
 from shared_guards.audit.record import decision_record
 
@@ -34,6 +34,7 @@ __all__ = [
     "audit_path",
     "build_audit_sink",
     "decision_record",
+    "flush_all",
     "rotated_files",
     "verify_files",
 ]

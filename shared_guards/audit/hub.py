@@ -34,6 +34,18 @@ DROPPED_EVENT = "audit.dropped"
 _WRITE_RETRIES = 5
 
 
+_hubs: weakref.WeakSet[AuditHub] = weakref.WeakSet()
+
+
+def flush_all(timeout: float = 5.0) -> bool:
+    """Flush every audit hub of this process (tests and tools that read the file right away)."""
+    deadline = time.monotonic() + timeout
+    ok = True
+    for hub in list(_hubs):
+        ok = hub.flush(max(0.0, deadline - time.monotonic()), sinks=False) and ok
+    return ok
+
+
 def _close_at_exit(ref: weakref.ref[AuditHub]) -> None:
     hub = ref()
     if hub is not None:
@@ -75,6 +87,7 @@ class AuditHub:
         self._thread = threading.Thread(target=self._run, name="slg-audit", daemon=True)
         self._thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
+        _hubs.add(self)
 
     # -- request path -----------------------------------------------------------------------------
 
@@ -87,9 +100,12 @@ class AuditHub:
             self._dropped += 1  # the worker reads and reports it; a lost increment only undercounts by one
             self._wake.set()
             return
+        was_empty = not self._queue
         self._queue.append(record)
         self._idle.clear()
-        if len(self._queue) >= self.batch_size:
+        if was_empty or len(self._queue) >= self.batch_size:
+            # Wake the writer: records reach the file within milliseconds when traffic is light;
+            # under load the writer is busy and the queue batches by itself.
             self._wake.set()
 
     def pending(self) -> int:
