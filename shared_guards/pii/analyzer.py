@@ -33,6 +33,8 @@ from presidio_analyzer.predefined_recognizers import (
     UsPassportRecognizer,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from spacy.lang.en import English
+from spacy.tokens import Doc
 
 from shared_guards.pii import recognizers as rec
 from shared_guards.pii.entities import NER_ENTITIES, Entity
@@ -144,6 +146,7 @@ class PIIAnalyzer:
             rec.RuleRecognizer("slg_mrn", rec.mrn_rules(s.mrn_patterns)),
             rec.RuleRecognizer("slg_cards", rec.card_rules()),
             rec.RuleRecognizer("slg_ages", rec.age_rules()),
+            rec.RuleRecognizer("slg_countries", rec.country_rules()),
         ]
 
     # -- pre-filter ------------------------------------------------------------------------------
@@ -197,6 +200,7 @@ class PIIAnalyzer:
         dets = [d for d in _to_detections(results) if _plausible(text, d)]
         dets = resolve_overlaps(dets)
         if Entity.PERSON in cand:
+            dets = name_candidates(text, artifacts.tokens, dets)
             dets = propagate_names(text, dets)
         return tuple(dets)
 
@@ -279,12 +283,29 @@ def _plausible(text: str, d: Detection) -> bool:
 _NER = frozenset(e.value for e in NER_ENTITIES)
 
 
+def _merge_addresses(dets: list[Detection]) -> list[Detection]:
+    """Overlapping address matches become one span (the union) with the best score."""
+    addr = sorted((d for d in dets if d.entity == Entity.STREET_ADDRESS), key=lambda d: d.start)
+    if len(addr) < 2:
+        return dets
+    merged: list[Detection] = []
+    for d in addr:
+        if merged and d.start < merged[-1].end:
+            m = merged[-1]
+            merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score),
+                                   m.rule if m.score >= d.score else d.rule)
+        else:
+            merged.append(d)
+    return [d for d in dets if d.entity != Entity.STREET_ADDRESS] + merged
+
+
 def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
     """Keep non-overlapping detections. A confident pattern match (address, phone, ID...) beats the
     NER spans inside it; otherwise higher score first, then lower tier, then longer."""
+    dets = _merge_addresses(dets)
     strong = [d for d in dets if d.entity not in _NER and d.score >= 0.4]
     if strong:
-        dets = [d for d in dets if d.entity not in _NER or d.rule != "SpacyRecognizer"
+        dets = [d for d in dets if d.entity not in _NER
                 or not any(d.start < t.end and t.start < d.end for t in strong)]
     order = sorted(dets, key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
     taken: list[Detection] = []
@@ -294,6 +315,64 @@ def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
         taken.append(d)
     taken.sort(key=lambda d: (d.start, d.end))
     return taken
+
+
+_NOT_NAME_WORDS = frozenset(
+    """the a an and or of for to in on at by with from as is are was were be this that these those my your our
+    his her their its we you he she they it i mr mrs ms dr prof sir madam dear hi hello thanks thank regards please
+    monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
+    september october november december street road avenue lane drive court place square suite apt box north south
+    east west new inc ltd llc corp corporation company group bank university college school hospital orchestra
+    band club hotel church museum airport station park river lake mount fort city county state republic kingdom
+    united america american european english french german spanish chinese customer client patient user team
+    department office service services support account card number phone email address name note subject re fw
+    yes no ok okay ai api id usa uk eu un rua rue via viale calle strasse straße str gasse platz route crossroad
+    bypass turnpike extension extensions union highway parkway boulevard plaza alley terrace close crescent way
+    partners investments insurance software markets solutions systems technologies holdings capital consulting
+    labs media health energy foods motors airlines global international industries enterprises associates
+    foundation institute agency council ministry committee association society act day weekly daily times news
+    info information statement royal princess prince king queen lord lady big great good best top first last
+    next old little love personal private public general national federal civil rights law""".split()
+)
+
+
+_STOP: frozenset[str] = frozenset(English.Defaults.stop_words)
+
+
+def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detection]:
+    """Runs of two or three Title-case words that nothing else claimed (or that NER called an
+    organization) are likely a person's name: "Customer Margarethe Okonkwo disputes ...".
+    Scored below NER (0.5) so a policy can raise PERSON's threshold to drop them."""
+    out: list[Detection] = []
+    toks = list(doc)
+    i, n = 0, len(toks)
+    while i < n:
+        j = i
+        while j < n and j - i < 4 and _name_like(toks[j].text):
+            j += 1
+        followed_by_number = j < n and toks[j].like_num
+        preceded_by_number = i > 0 and toks[i - 1].like_num
+        if j - i >= 2 and not followed_by_number and not preceded_by_number:
+            a, b = toks[i].idx, toks[j - 1].idx + len(toks[j - 1].text)
+            clash = [d for d in dets if d.start < b and a < d.end]
+            if all(d.entity == Entity.ORGANIZATION for d in clash):
+                out.append(Detection(Entity.PERSON.value, a, b, 0.5, "name_shape"))
+        i = max(j, i + 1)
+    if not out:
+        return dets
+    taken = {(d.start, d.end) for d in out}
+    keep = [d for d in dets if not (d.entity == Entity.ORGANIZATION
+                                    and any(s < d.end and d.start < e for s, e in taken))]
+    return sorted([*keep, *out], key=lambda d: (d.start, d.end))
+
+
+def _name_like(word: str) -> bool:
+    if len(word) < 2 or not word[0].isupper() or word.casefold() in _NOT_NAME_WORDS or word.casefold() in _STOP:
+        return False
+    rest = word[1:]
+    if not all(c.isalpha() or c in "'’-" for c in rest):
+        return False
+    return rest == rest.lower()
 
 
 _NAME_TOKEN = re.compile(r"[^\W\d_][\w'’\-]{2,}")

@@ -203,15 +203,20 @@ _SUFFIX = (
     r"(?:street|st|road|rd|avenue|ave|av|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|square|sq|"
     r"terrace|ter|highway|hwy|parkway|pkwy|circle|cir|trail|trl|close|crescent|cres|row|alley|plaza|"
     r"gardens|grove|hill|mews|park|walk|green|strasse|straße|str|gasse|weg|platz|allee|vej|gade|gata|"
-    r"gatan|vägen|veien|vegen|katu|tie|laan|straat|plein|utca|tér|út|u|rue|via|viale|piazza|corso|"
-    r"calle|avenida|rua|praça|ulica|ul|utca)"
+    r"gatan|vägen|veien|vegen|katu|tie|laan|straat|plein|utca|tér|út|u|gate|vei|gränd|kuja|polku|tanav|"
+    r"iela|gatve|ulica|utca|str|odos|odós)"
 )
 _W = r"[^\W\d_][\w'’.\-]{0,30}"
-_UNIT = r"(?:,?\s{1,3}(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|#)\.?\s{0,2}#?\d{1,6}[A-Za-z]?)?"
-# City / region / postcode lines that follow a street line ("\nKNIVSTA, nan 18237", ", Goiânia").
+_UNIT_BODY = r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|#)\.?\s{0,2}#?\d{1,6}[A-Za-z]?"
+_UNIT = r"(?:,?\s{1,3}" + _UNIT_BODY + r")?"
+# Lines that follow a street line: unit, city (any case), "REGION 12345", "Country (Greek) 51034", a postcode.
 _WT = r"[^\W\d_][\w'’\-]{0,30}"
-_TAIL = (r"(?:(?:\s{0,3}\n\s{0,6}|,\s{1,3})(?:" + _WT + r"(?:[ \-]" + _WT + r"){0,3}|\d{4,6}(?:-\d{3,4})?)"
-         r"(?:,?\s{1,3}(?:[A-Z]{2,3}\b|\d{4,6}(?:-\d{3,4})?)){0,2}){0,4}")
+_SEP = r"(?:,\s{0,3}|\s{0,3}\n[\s>]{0,6})"
+_LINE = (r"(?:" + _UNIT_BODY + r"|" + _WT + r"(?:[ \-]" + _WT + r"){0,3}(?:\s\(" + _WT + r"\))?"
+         r"(?:,?\s{1,3}(?:[A-Z]{2,3}\b|\d{4,6}(?:-\d{3,4})?)){0,2}|\d{4,6}(?:-\d{3,4})?)")
+_TAIL = r"(?:" + _SEP + _LINE + r"){0,5}"
+_PREFIX_TYPE = (r"(?i:via|viale|vicolo|piazza|corso|rua|rue|avenida|avenue|av\.|calle|c/|carrer|praça|plaza|plac|"
+                r"ul\.|ulica|chemin|boulevard|bd\.|allée|quai|place|strada|leof\.|λεωφόρος|οδός)")
 _ADDR_CUE = _cue("address", "addr", "lives at", "live at", "living at", "located at", "located", "moved to",
                  "moved", "send", "sent to", "ship", "shipping", "deliver", "delivery", "billing", "mailing",
                  "residence", "resides", "reside", "office is at", "visit", "street", "headquarters", "meet you at",
@@ -226,6 +231,11 @@ def address_rules() -> list[Rule]:
              re.compile(r"(?<![\w\-.])(?:\d{3,6}\s{1,3})?\d{1,6}[A-Za-z]?\s{1,3}(?:" + _W + r"\s{1,3}){0,3}(?i:" + _SUFFIX + r")\b\.?"
                         + _UNIT + _TAIL),
              0.55, context=_ADDR_CUE, context_boost=0.3),
+        # Street type first: Via delle Coste 41, Rua do Arenque 1634, 3482 Via Franscini 71 Suite 838
+        Rule(a, "address_type_first",
+             re.compile(r"(?<![\w\-.])(?:\d{1,6}\s{1,3})?" + _PREFIX_TYPE + r"\s{1,3}" + _W + r"(?:\s{1,3}" + _W
+                        + r"){0,4}\s{1,3}\d{1,5}[A-Za-z]?\b" + _UNIT + _TAIL),
+             0.6, context=_ADDR_CUE, context_boost=0.25),
         # Street name then house number: Via delle Coste 41, 6750 Koskikatu 25 Apt. 864, Erzsébet tér 19.
         Rule(a, "address_number_after",
              re.compile(r"(?<![\w\-.])(?:\d{3,6}\s{1,3})?" + _W + r"(?:\s{1,3}" + _W + r"){0,3}\s{1,3}\d{1,5}[A-Za-z]?\b"
@@ -244,6 +254,27 @@ def address_rules() -> list[Rule]:
         # P.O. Box 123
         Rule(a, "address_po_box", re.compile(r"(?i)\bP\.?\s?O\.?\s{0,2}Box\s{1,3}\d{1,6}\b"), 0.6),
     ]
+
+
+# --- countries (names from the phonenumbers package Presidio already depends on) -------------------
+
+_AMBIGUOUS_COUNTRIES = {"Chad", "Jordan", "Georgia", "Jersey", "Turkey", "Israel", "Guinea", "Dominica", "Guernsey",
+                        "Isle of Man", "Niger", "Mali", "Peru", "Cuba", "Oman"}
+
+
+def _country_names() -> list[str]:
+    from phonenumbers import SUPPORTED_REGIONS, geocoder
+
+    names = {geocoder._region_display_name(r, "en") for r in SUPPORTED_REGIONS}
+    names |= {"United States of America", "USA", "U.S.A.", "Great Britain", "England", "Scotland", "Wales",
+              "Northern Ireland", "Holland", "Czech Republic", "South Korea", "North Korea", "Russia"}
+    return sorted((n for n in names if n and "," not in n and n not in _AMBIGUOUS_COUNTRIES), key=len, reverse=True)
+
+
+def country_rules() -> list[Rule]:
+    names = _country_names()
+    alts = "|".join(re.escape(n) for n in names) + "|" + "|".join(re.escape(n.upper()) for n in names if len(n) > 4)
+    return [Rule(Entity.LOCATION, "country", re.compile(r"(?<![\w\-])(?:" + alts + r")(?![\w\-])"), 0.6)]
 
 
 # --- names with a cue ----------------------------------------------------------------------------
