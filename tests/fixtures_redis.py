@@ -116,3 +116,75 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def _free_cluster_port() -> int:
+    """A port p with p and p + 10000 (the cluster bus) both free."""
+    import random
+
+    for _ in range(200):
+        p = random.randint(20000, 29999)
+        try:
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return p
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterServers:
+    """Three cluster-enabled redis-server masters (no replicas) joined into one cluster."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.servers = [RedisServer(_free_cluster_port()) for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> RedisClusterServers:
+        exe = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if exe is None or cli is None:
+            pytest.skip("redis-server/redis-cli are not installed")
+        for s in self.servers:
+            s.proc = subprocess.Popen(
+                [exe, "--port", str(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--dir", s.dir],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            )
+        for s in self.servers:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    if redis.Redis(port=s.port, socket_timeout=0.5).ping():
+                        break
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+                        "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = redis.Redis(port=self.servers[0].port, decode_responses=True).execute_command("CLUSTER INFO")
+            state = info.get("cluster_state") if isinstance(info, dict) else None
+            if state == "ok" or "cluster_state:ok" in str(info):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("Redis Cluster did not become ready")
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
