@@ -278,3 +278,18 @@ def test_config_is_strict() -> None:
     with pytest.raises(PolicyError, match="thresold"):
         parse_policy({"defaults": {"guards": [{"name": "injection_pattern", "options": {"thresold": 0.4}}]},
                       "departments": {"d": {}}})
+
+
+def test_doc_example_output_is_current() -> None:
+    """The example in docs/injection.md shows real output."""
+    import ast
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "injection.md").read_text()
+    block = re.search(r"```python\n(from shared_guards.injection import scan_patterns\n.*?)```", doc, re.S)
+    assert block is not None
+    code, _, shown = block.group(1).partition("\n# ")
+    first, expression = code.strip().splitlines()
+    namespace: dict[str, object] = {}
+    exec(first, namespace)
+    assert eval(expression, namespace) == ast.literal_eval(shown.strip())
