@@ -111,9 +111,9 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
+    server = RedisServer()
     try:
-        yield server
+        yield server.start()
     finally:
         server.stop()
 
@@ -183,8 +183,8 @@ class RedisClusterServers:
 
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[RedisClusterServers]:
-    cluster = RedisClusterServers().start()
+    cluster = RedisClusterServers()
     try:
-        yield cluster
+        yield cluster.start()
     finally:
         cluster.stop()
