@@ -239,3 +239,18 @@ def test_write_errors_are_retried_then_counted(tmp_path: Path) -> None:
         time.sleep(0.02)
     hub.close()
     assert len(path.read_text().splitlines()) == 1
+
+
+def test_a_dead_disk_is_counted_never_silent(tmp_path: Path) -> None:
+    class Dead(JsonlAuditSink):
+        def write_batch(self, records: Any) -> Any:
+            raise OSError("read-only file system")
+
+    drops: list[tuple[str, str, int]] = []
+    hub = AuditHub(Dead(tmp_path / "a.jsonl"), flush_interval=0.01, on_drop=lambda *a: drops.append(a))
+    for i in range(7):
+        hub.emit({"event": "decision", "ts": float(i)})
+    hub.close()
+    hub.emit({"event": "decision", "ts": 99.0})  # after close
+    assert sum(n for _, _, n in drops) == 8, drops
+    assert {reason for _, reason, _ in drops} <= {"write_failed", "shutdown", "closed"}

@@ -74,8 +74,8 @@ class AuditHub:
         self.on_drop = on_drop
         self._closers = list(closers)
         self._queue: deque[Mapping[str, Any]] = deque()
-        self._dropped = 0  # dropped since the last audit.dropped record
-        self.dropped_total = 0
+        self._dropped = 0  # incremented by emit only (never written by the worker: no lost updates)
+        self.dropped_total = 0  # the part of _dropped already reported by the worker
         self.written = 0
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -97,7 +97,7 @@ class AuditHub:
             self._report_drop("jsonl", "closed", 1)
             return
         if len(self._queue) >= self.queue_size:
-            self._dropped += 1  # the worker reads and reports it; a lost increment only undercounts by one
+            self._dropped += 1  # the worker reports it (metric, alert, audit.dropped record)
             self._wake.set()
             return
         was_empty = not self._queue
@@ -118,13 +118,17 @@ class AuditHub:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             stop = self._stop
-            while self._queue or self._dropped or self._retry:
+            while self._queue or self._dropped > self.dropped_total or self._retry:
                 if not self._process_once():
                     break  # the writer failed: back off until the next tick
+            if stop:
+                left = len(self._queue) + len(self._retry)
+                if left:
+                    self._report_drop("jsonl", "shutdown", left)
+                self._idle.set()
+                return
             if not self._queue:
                 self._idle.set()
-            if stop:
-                return
 
     def _take(self) -> list[Mapping[str, Any]]:
         batch: list[Mapping[str, Any]] = []
@@ -135,9 +139,8 @@ class AuditHub:
     def _process_once(self) -> bool:
         batch = self._retry or self._take()
         self._retry = []
-        dropped = self._dropped
+        dropped = self._dropped - self.dropped_total
         if dropped:
-            self._dropped -= dropped
             self.dropped_total += dropped
             batch = [{"v": 1, "event": DROPPED_EVENT, "ts": time.time(), "count": dropped,
                       "reason": "queue_full"}, *batch]
@@ -149,7 +152,7 @@ class AuditHub:
             except Exception as exc:
                 attempts = self._attempts + 1
                 log.error("audit file write failed (%s), attempt %d", type(exc).__name__, attempts)
-                if attempts >= _WRITE_RETRIES and not self._stop:
+                if attempts >= _WRITE_RETRIES or self._stop:
                     self._attempts = 0
                     lost = sum(1 for r in batch if r.get("event") != DROPPED_EVENT)
                     self._report_drop("jsonl", "write_failed", lost)
