@@ -214,3 +214,20 @@ def test_anchor_detects_a_cut_off_tail(chain_file: Path, capsys: pytest.CaptureF
     assert main(["audit", "verify", str(chain_file)]) == 0
     assert main(["audit", "verify", "--anchor", last, str(chain_file)]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_odd_records_keep_the_chain_verifiable(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    circular: dict[str, Any] = {"event": "decision", "request_id": "r-circ"}
+    circular["self"] = circular
+    written = JsonlAuditSink(path).write_batch([
+        {"event": "decision", "identity": {"user": "bad\udcffname"}, "ts": 1.5},  # lone surrogate
+        {"event": "decision", "groups": ("a", "b"), "when": Path("/x"), 1: "int key"},  # tuple, object, int key
+        {"event": "decision", 2: "mixed", "k": "keys"},  # keys of mixed types
+        circular,
+        {"event": "decision", "text": "ünïcödé ✓", "nan": float("nan")},
+    ])
+    assert [w["event"] for w in written][3] == "audit.unserializable"
+    res = verify_files([path])
+    assert res.ok and res.records == 5, res.problems
+    path.read_bytes().decode("utf-8")  # the file is valid UTF-8

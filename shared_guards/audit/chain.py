@@ -20,8 +20,15 @@ ROTATE_EVENT = "audit.rotate"
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
-    """Canonical JSON: sorted keys, no spaces, UTF-8. ``hash`` is computed over this."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    """Canonical JSON: sorted keys, no spaces, UTF-8. ``hash`` is computed over this.
+
+    Text that is not valid Unicode (lone surrogates) cannot be UTF-8: such a record is written
+    with ASCII escapes instead, which parse back to the same data and so to the same bytes."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
 
 
 def normalize(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -166,7 +166,13 @@ class JsonlAuditSink:
         chunks: list[bytes] = [b"\n"] if torn else []
         for r in records:
             seq += 1
-            sealed, line = seal_line(r, prev, seq)
+            try:
+                sealed, line = seal_line(r, prev, seq)
+            except (TypeError, ValueError) as exc:  # one bad record must not cost the batch
+                log.error("audit record not serializable (%s): replaced by a placeholder", type(exc).__name__)
+                sealed, line = seal_line({"event": "audit.unserializable", "ts": time.time(),
+                                          "request_id": str(r.get("request_id", "")),
+                                          "error": type(exc).__name__}, prev, seq)
             prev = sealed["hash"]
             out.append(sealed)
             chunks.append(line + b"\n")
