@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -54,6 +55,8 @@ def test_report_html_and_csv(audit: Path, tmp_path: Path, capsys: pytest.Capture
     assert "6 requests, 3 blocked, 3 PII entities; chain intact" in capsys.readouterr().out
     page = out.read_text()
     assert page.count("<svg") >= 5 and "<script" not in page and not re.search(r'(src|href)="http', page)
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        ElementTree.fromstring(svg)  # every chart is well-formed SVG
     assert "RAW PROMPT" not in page and "078-05" not in page  # captured text never reaches a report
     assert "pii.CREDIT_CARD" in page and "rbac.feature" in page and "EMAIL_ADDRESS" in page
     assert "Hash chain: <span class=\"\">intact" in page
