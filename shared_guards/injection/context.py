@@ -96,6 +96,23 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"\b(?:call|use|invoke|run|execute|trigger) (?:the )?(?:\S+ )?(?:tool|function|command|plugin|api)"
            r" (?:\S+ ){0,4}(?:delete|remove|transfer|send|pay|wire|drop|shell|rm|exec)\b|"
            r"\b(?:delete|remove|wipe|erase) (?:all|every) (?:\S+ )?(?:files|emails|records|documents|data)\b"),
+    _CRule("context.indirect.response_directive", "indirect_injection", {_D: 0.5},
+           r"\b(?:add|include|insert|integrate|incorporate|append|enhance|modify|rewrite|render|format|end|begin|"
+           r"start|provide|replace|group|scramble|jumble|rearrange|reverse|encode|convert|emphasize|highlight|"
+           r"mention|recommend|suggest|use|make|write|respond|reply|answer|translate|conclude|finish|sign|express|"
+           r"present|structure|deliver|compose|craft|frame|phrase|fill|spice|pepper|sprinkle|weave|embed)\b "
+           r"(?:\S+ ){0,10}(?:in|to|into|of|within|throughout|for|with) your (?:response|reply|answer|output|"
+           r"summary|responses|replies|answers)\b|\byour (?:response|reply|answer|output) s (?:words|letters|"
+           r"sentences)\b"),
+    _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
+           r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
+           r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|rm -rf (?:/|~|\$home)|"
+           r"mkfs\.|nohup [^\n]{0,60}&|curl [^\n|]{0,200}\| *(?:sudo )?(?:ba)?sh\b|"
+           r"(?:requests\.post|\.sendall|\.sendto|storbinary|smtplib|yagmail)[\s\S]{0,600}(?:os\.environ|"
+           r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)|(?:os\.environ|"
+           r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)[\s\S]{0,600}"
+           r"(?:requests\.post|\.sendall|\.sendto|storbinary|smtplib|yagmail|\.sendmail)",
+           raw=True),
     _CRule("context.indirect.prompt_leak", "prompt_leak", {_D: 0.6},
            r"\b(?:reveal|print|output|repeat|show|include|leak|disclose|send) (?:\S+ ){0,3}(?:system prompt|"
            r"initial instructions|your instructions|hidden instructions|your prompt|your rules)\b"),
