@@ -104,3 +104,15 @@ def test_report_bad_input(args: list[str], message: str, capsys: pytest.CaptureF
 )
 def test_parse_when(value: str, expected: datetime) -> None:
     assert parse_when(value, now=datetime(2026, 11, 26, 12, tzinfo=UTC)) == expected
+
+
+def test_timeline_is_hourly_then_daily(audit: Path) -> None:
+    from shared_guards.audit import rotated_files
+    from shared_guards.audit.report import summarize
+
+    files = [str(p) for p in rotated_files(audit)]
+    hourly = summarize(files, parse_when("2026-11-20"), parse_when("2026-11-21"))
+    assert hourly.bucket_s == 3600 and sorted(hourly.timeline) == [DAY, DAY + 3600, DAY + 7200]
+    daily = summarize(files)  # the data spans 5 days
+    assert daily.bucket_s == 86400 and sorted(daily.timeline) == [DAY, DAY + 5 * 86400]
+    assert daily.timeline[DAY]["requests"] == 6

@@ -58,7 +58,7 @@ class Summary:
     guard_errors: Counter[str] = field(default_factory=Counter)
     gateways: Counter[str] = field(default_factory=Counter)
     timeline: dict[int, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    bucket_s: int = 3600
+    bucket_s: int = 3600  # hourly; daily when the data spans more than 3 days
     dropped: int = 0
     bad_lines: int = 0
     first_ts: float | None = None
@@ -83,8 +83,6 @@ def summarize(files: Sequence[str], since: datetime | None = None, until: dateti
     s = Summary(since, until, list(files))
     lo = since.timestamp() if since else float("-inf")
     hi = until.timestamp() if until else float("inf")
-    span = (hi - lo) if since and until else None
-    s.bucket_s = 86400 if span is None or span > 3 * 86400 else 3600
     for rec in _records(files):
         if rec is None:
             s.bad_lines += 1
@@ -124,6 +122,11 @@ def summarize(files: Sequence[str], since: datetime | None = None, until: dateti
             s.entities_by_department[dep][str(ent)] += int(n)
         for g in rec.get("errors") or ():
             s.guard_errors[str(g)] += 1
+    if s.first_ts is not None and s.last_ts is not None and s.last_ts - s.first_ts > 3 * 86400:
+        daily: dict[int, Counter[str]] = defaultdict(Counter)
+        for b, c in s.timeline.items():
+            daily[b // 86400 * 86400].update(c)
+        s.timeline, s.bucket_s = daily, 86400
     if verify:
         s.chain = verify_files(files)
     return s
