@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,6 +142,7 @@ class RedisBackend:
         self.pool_size = pool_size
         self.cluster = cluster
         self._clients: dict[int, _LoopClient] = {}
+        self._lock = threading.Lock()  # loops of several threads (Kong facade, LiteLLM) create clients
 
     def _new_client(self) -> Any:
         no_retry = Retry(NoBackoff(), 0)
@@ -161,14 +163,18 @@ class RedisBackend:
     def _client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(id(loop))
-        if entry is None or entry.loop() is not loop:
-            # Forget clients of loops that are gone (a closed test loop, a restarted thread).
-            self._clients = {k: v for k, v in self._clients.items() if v.loop() is not None}
-            client = self._new_client()
-            entry = _LoopClient(weakref.ref(loop), client, client.register_script(CHECK_LUA),
-                                client.register_script(ADJUST_LUA))
-            self._clients[id(loop)] = entry
-        return entry
+        if entry is not None and entry.loop() is loop:
+            return entry
+        with self._lock:
+            entry = self._clients.get(id(loop))
+            if entry is None or entry.loop() is not loop:
+                # Forget clients of loops that are gone (a closed test loop, a restarted thread).
+                self._clients = {k: v for k, v in self._clients.items() if v.loop() is not None}
+                client = self._new_client()
+                entry = _LoopClient(weakref.ref(loop), client, client.register_script(CHECK_LUA),
+                                    client.register_script(ADJUST_LUA))
+                self._clients[id(loop)] = entry
+            return entry
 
     async def check(self, rules: Sequence[Rule], slots: Sequence[Slot] = ()) -> CheckResult:
         c = self._client()
