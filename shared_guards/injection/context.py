@@ -103,7 +103,10 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"present|structure|deliver|compose|craft|frame|phrase|fill|spice|pepper|sprinkle|weave|embed)\b "
            r"(?:\S+ ){0,10}(?:in|to|into|of|within|throughout|for|with) your (?:response|reply|answer|output|"
            r"summary|responses|replies|answers)\b|\byour (?:response|reply|answer|output) s (?:words|letters|"
-           r"sentences)\b"),
+           r"sentences)\b|\b(?:in|within|throughout|at the end of|at the start of|at the beginning of) your "
+           r"(?:response|reply|answer|output|summary|responses|replies|answers),? (?:\S+ ){0,3}(?:add|include|"
+           r"insert|weave|mention|recommend|suggest|use|write|say|state|claim|tell|promote|end|begin|start|praise|"
+           r"advertise|link)\b"),
     _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
            r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
            r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|rm -rf (?:/|~|\$home)|"
