@@ -20,7 +20,7 @@ for _k, _v in {
 }.items():
     os.environ.setdefault(_k, _v)
 
-COMMAND_MODULES: tuple[str, ...] = ("policy", "eval", "rules", "serve", "audit", "report", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("policy", "eval", "rules", "serve", "audit", "report", "demo", "quota")
 
 
 def build_parser() -> argparse.ArgumentParser:
