@@ -283,26 +283,31 @@ def _plausible(text: str, d: Detection) -> bool:
 _NER = frozenset(e.value for e in NER_ENTITIES)
 
 
-def _merge_addresses(dets: list[Detection]) -> list[Detection]:
-    """Overlapping address matches become one span (the union) with the best score."""
-    addr = sorted((d for d in dets if d.entity == Entity.STREET_ADDRESS), key=lambda d: d.start)
-    if len(addr) < 2:
-        return dets
-    merged: list[Detection] = []
-    for d in addr:
-        if merged and d.start < merged[-1].end:
-            m = merged[-1]
-            merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score),
-                                   m.rule if m.score >= d.score else d.rule)
-        else:
-            merged.append(d)
-    return [d for d in dets if d.entity != Entity.STREET_ADDRESS] + merged
+_MERGED = (Entity.STREET_ADDRESS, Entity.PERSON, Entity.LOCATION)
+
+
+def _merge_same(dets: list[Detection]) -> list[Detection]:
+    """Overlapping matches of one entity (address, person, place) become one span, the union,
+    with the best score: "Pablo Ortega" from a cue and "Ortega" from NER is one name."""
+    out = [d for d in dets if d.entity not in _MERGED]
+    for ent in _MERGED:
+        group = sorted((d for d in dets if d.entity == ent), key=lambda d: d.start)
+        merged: list[Detection] = []
+        for d in group:
+            if merged and d.start < merged[-1].end:
+                m = merged[-1]
+                merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score),
+                                       m.rule if m.score >= d.score else d.rule)
+            else:
+                merged.append(d)
+        out += merged
+    return out
 
 
 def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
     """Keep non-overlapping detections. A confident pattern match (address, phone, ID...) beats the
     NER spans inside it; otherwise higher score first, then lower tier, then longer."""
-    dets = _merge_addresses(dets)
+    dets = _merge_same(dets)
     strong = [d for d in dets if d.entity not in _NER and d.score >= 0.4]
     if strong:
         dets = [d for d in dets if d.entity not in _NER
