@@ -78,10 +78,18 @@ def test_plain_text_gets_no_decoded_views(text: str) -> None:
     assert "homoglyph_multi" not in n.flags and "zero_width_multi" not in n.flags
 
 
-def test_decoding_is_bounded() -> None:
+def test_decodings_of_one_encoding_share_one_view() -> None:
     blobs = " ".join(base64.b64encode(f"hello number {i} friend".encode()).decode() for i in range(50))
     n = normalize(blobs)
-    assert sum(1 for v in n.views if v.name == "base64") <= 8
+    views = [v for v in n.views if v.name == "base64"]
+    assert len(views) == 1 and " hello number 49 friend " in views[0].text
+
+
+def test_decoy_blobs_cannot_hide_a_payload() -> None:
+    decoys = " ".join(f"Supercalifragilistic{i}" for i in range(300)) + " " + "internationalization " * 3000
+    decoys += " ".join(base64.b64encode(f"hello friend {i}".encode()).decode() for i in range(300))
+    n = normalize(decoys + " " + base64.b64encode(PAYLOAD.encode()).decode())
+    assert f" {PAYLOAD} " in next(v for v in n.views if v.name == "base64").text
 
 
 def test_base64_view_reports_its_span() -> None:

@@ -8,8 +8,9 @@ encodings. :func:`normalize` undoes the cheap ones and returns views the matcher
 - ``leet``: ``text`` with leetspeak digits/symbols folded (only when the text has any).
 - ``spaced``: letter-spaced runs (``i g n o r e``) joined (only when present).
 - ``base64`` / ``hex`` / ``url`` / ``rot13`` / ``reversed``: decoded spans, each its own view with
-  the span of the cleaned text it came from. Decoding is bounded: at most :data:`MAX_DECODED_VIEWS`
-  spans, each at most :data:`MAX_SPAN` characters, only spans that decode to mostly printable text.
+  the span of the cleaned text it came from. Decoding is bounded (:data:`MAX_SPANS_SEEN`,
+  :data:`MAX_DECODED_CHARS`, spans of at most :data:`MAX_SPAN` characters) and keeps only spans
+  that decode to mostly printable text; all decodings of one encoding form one view.
 
 Every view's ``text`` is word-normalized and padded with one space at both ends, so phrase
 patterns written as ``" ignore previous "`` match on word boundaries. ``raw`` keeps punctuation
@@ -28,15 +29,17 @@ import binascii
 import codecs
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import re2
 
-MAX_INPUT = 1_000_000  # characters normalized per segment; the rest is scanned as cut
+MAX_INPUT = 16_000_000  # characters per segment (above any gateway body limit); longer input is cut
+MAX_WHOLE_VIEW = 256_000  # characters of a segment re-read as a whole (rot13, reversed, URL, Morse)
 MAX_SPAN = 4096  # longest encoded span decoded
-MAX_DECODED_VIEWS = 8
-MAX_CANDIDATES = 64  # encoded-looking spans examined per encoding (bounds work on adversarial input)
+MAX_SPANS_SEEN = 100_000  # encoded-looking spans looked at per encoding and segment
+MAX_DECODED_CHARS = 1_000_000  # decoded characters kept per encoding and segment
 MIN_B64 = 16
 MIN_HEX = 16
 
@@ -116,6 +119,9 @@ _LEET_HINT = re2.compile(r"(?i)[a-z][0-9@$!|+€]+[a-z]|\b[0-9@$|][a-z]{2,}|[a-z
 _SPACED = re2.compile(r"(?:\b\pL[ .\-_*/|]){2,}\pL\b")
 _SPACED_SEP = re.compile(r"[ .\-_*/|]")
 _B64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+# The same single character-class run with Python's engine for iterating spans: no nesting, so
+# linear, and much less per-match overhead than the RE2 wrapper when a text has many long words.
+_B64_ITER = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _HEX = re2.compile(r"(?:\\x|\b)(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
 _HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
 _URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
@@ -275,26 +281,36 @@ def raw_view(s: str) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
+_NOT_PRINTABLE = re.compile(r"[^\S \n\t\r]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_NOT_TEXT = re.compile(r"[^\w ]|_")
+
+
 def _printable_ratio(s: str) -> float:
     if not s:
         return 0.0
-    good = sum(1 for c in s if c.isprintable() or c in "\n\t\r")
-    return good / len(s)
+    if s.isprintable():
+        return 1.0
+    return 1.0 - len(_NOT_PRINTABLE.findall(s)) / len(s)
 
 
 def _letters_ratio(s: str) -> float:
-    """Share of letters, digits and spaces: decoded text, not binary noise."""
+    """Share of letters, digits and spaces: decoded text, not binary noise (C-speed count)."""
     if not s:
         return 0.0
-    return sum(1 for c in s if c.isalnum() or c == " ") / len(s)
+    return 1.0 - len(_NOT_TEXT.findall(s)) / len(s)
+
+
+def _plausible_b64(span: str) -> bool:
+    """Cheap pre-check: base64 mixes cases or digits; a long one-case word is not base64."""
+    s = span.rstrip("=")
+    if s.isalpha() and (s.islower() or s.isupper()):
+        return False
+    return len(set(s[:64])) >= 8  # "aaaaaaaaaaaaaaaa" is not base64 worth decoding
 
 
 def _decode_b64(span: str) -> str | None:
     s = span.rstrip("=")
-    if len(set(s)) < 8:  # "aaaaaaaaaaaaaaaa" is not base64 worth decoding
-        return None
-    # Plausible base64 mixes cases or digits; a long lower-case word is not base64.
-    if s.isalpha() and (s.islower() or s.isupper()):
+    if not _plausible_b64(span):
         return None
     s = s.replace("-", "+").replace("_", "/")
     s += "=" * (-len(s) % 4)
@@ -322,6 +338,27 @@ def _decode_hex(span: str) -> str | None:
     if _printable_ratio(text) < 0.95 or _letters_ratio(text) < 0.75:
         return None
     return text
+
+
+def _collect(name: str, finder: re2._Regexp | re.Pattern[str], cleaned: str,
+             decode: Callable[[str], str | None]) -> View | None:
+    parts: list[str] = []
+    first = last = -1
+    total = 0
+    for k, m in enumerate(finder.finditer(cleaned)):
+        if k >= MAX_SPANS_SEEN or total >= MAX_DECODED_CHARS:
+            break
+        dec = decode(m.group()[:MAX_SPAN])
+        if dec is None:
+            continue
+        parts.append(dec)
+        total += len(dec)
+        if first < 0:
+            first = m.start()
+        last = m.end()
+    if not parts:
+        return None
+    return _make_view(name, "\n".join(parts), (first, last))
 
 
 def _make_view(name: str, decoded: str, span: tuple[int, int]) -> View:
@@ -378,38 +415,31 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
 
 def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list[View]:
     out: list[View] = []
-    budget = MAX_DECODED_VIEWS
+    # Every plausible span is decoded (linear: each input character is decoded at most once);
+    # the decodings of one encoding form one view, so decoy blobs cannot push a payload out.
     if _H_B64 in hints:
-        for k, m in enumerate(_B64.finditer(cleaned)):
-            if budget <= 0 or k >= MAX_CANDIDATES:
-                break
-            dec = _decode_b64(m.group()[:MAX_SPAN])
-            if dec is not None:
-                out.append(_make_view("base64", dec, m.span()))
-                flags.add("base64")
-                budget -= 1
+        view = _collect("base64", _B64_ITER, cleaned, _decode_b64)
+        if view is not None:
+            out.append(view)
+            flags.add("base64")
     if _H_HEX in hints:
-        for k, m in enumerate(_HEX.finditer(cleaned)):
-            if budget <= 0 or k >= MAX_CANDIDATES:
-                break
-            dec = _decode_hex(m.group()[:MAX_SPAN])
-            if dec is not None:
-                out.append(_make_view("hex", dec, m.span()))
-                flags.add("hex")
-                budget -= 1
-    if _H_URL in hints and budget > 0:
+        view = _collect("hex", _HEX, cleaned, _decode_hex)
+        if view is not None:
+            out.append(view)
+            flags.add("hex")
+    if _H_URL in hints:
         # Decode the whole text once: encoded words are often separated by plain ones.
-        part = cleaned[: MAX_SPAN * 4]
+        part = cleaned[:MAX_WHOLE_VIEW]
         dec = unquote(part)
         if dec != part:
             out.append(_make_view("url", dec, (0, len(part))))
             flags.add("url_encoded")
     if _H_ROT13 in hints:
-        rot = cleaned[: MAX_SPAN * 4].translate(_ROT13)
+        rot = cleaned[:MAX_WHOLE_VIEW].translate(_ROT13)
         out.append(_make_view("rot13", rot, (0, len(cleaned))))
         flags.add("rot13_hint")
     if _H_REVERSE in hints:
-        rev = cleaned[: MAX_SPAN * 4][::-1]
+        rev = cleaned[:MAX_WHOLE_VIEW][::-1]
         out.append(_make_view("reversed", rev, (0, len(cleaned))))
         flags.add("reverse_hint")
     return out
@@ -446,7 +476,7 @@ _MORSE_TABLE = {
 
 def _morse(cleaned: str) -> str | None:
     """Decode Morse code: letters separated by one space, words by 2+ spaces or ' / '."""
-    part = cleaned[: MAX_SPAN * 4]
+    part = cleaned[:MAX_WHOLE_VIEW]
     out_words: list[str] = []
     for w in re.split(r"\s{2,}|\s/\s", part):
         letters = [_MORSE_TABLE.get(code) for code in w.split()]
