@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared_guards.errors import GuardViolation, MalformedRequest
+from shared_guards.errors import GuardError, GuardViolation, MalformedRequest
 from shared_guards.openai_format import parse_json_body
 from shared_guards.service.schemas import integral_floats
 from shared_guards.service.settings import ServiceSettings
@@ -137,6 +137,10 @@ class Api:
                 response = e.response
             except GuardViolation as v:
                 response = violation_response(v)
+            except GuardError as exc:  # a guard could not be built or reached: not the caller's fault
+                log.error("%s: guard unavailable: %s", name, exc)
+                response = error_response(503, "The guard is unavailable (configuration or backend error).",
+                                          code="guard_unavailable", type_="service_unavailable_error")
             except TimeoutError:
                 response = error_response(503, "The check did not finish in time.", code="guard_timeout",
                                           type_="service_unavailable_error")
