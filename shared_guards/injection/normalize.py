@@ -36,6 +36,7 @@ from urllib.parse import unquote
 import re2
 
 MAX_INPUT = 16_000_000  # characters per segment (above any gateway body limit); longer input is cut
+MAX_OFFSET_MAP = 256_000  # longer segments report matches without character offsets
 MAX_WHOLE_VIEW = 256_000  # characters of a segment re-read as a whole (rot13, reversed, URL, Morse)
 MAX_SPAN = 4096  # longest encoded span decoded
 MAX_SPANS_SEEN = 100_000  # encoded-looking spans looked at per encoding and segment
@@ -543,6 +544,8 @@ class OffsetMap:
 def offset_map(original: str, view_text: str | None = None) -> OffsetMap | None:
     """An :class:`OffsetMap`, or None when the rebuilt view differs from ``view_text`` (e.g. HTML
     entities or NFKC across characters changed the text): offsets are then not reported."""
+    if len(original) > MAX_OFFSET_MAP:
+        return None
     om = OffsetMap(original)
     if view_text is not None and om.chars != view_text:
         return None
