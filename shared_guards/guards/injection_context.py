@@ -20,6 +20,7 @@ stage and streams: an answer containing the canary is a prompt leak, rule ``cont
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from pydantic import Field
 
 from shared_guards.errors import ContentViolation
 from shared_guards.guard import Guard, GuardConfig, RequestContext, StreamFilter
+from shared_guards.guards.injection_pattern import INLINE_LIMIT
 from shared_guards.injection.context import (
     DATA_ROLES,
     CanaryStreamFilter,
@@ -99,7 +101,12 @@ class ContextGuard(Guard):
         return st
 
     async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
-        result = analyze_context(request, data_roles=self.data_roles)
+        if sum(len(t) for _, _, t in request.texts()) > INLINE_LIMIT:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self.resources.executor, lambda: analyze_context(request, data_roles=self.data_roles))
+        else:
+            result = analyze_context(request, data_roles=self.data_roles)
         findings = tuple(
             Finding(guard=self.name, rule_id=f.rule_id, layer="context", score=f.score, category=f.category,
                     message_index=f.message_index, start=f.start, end=f.end, severity=_severity(f.score))
