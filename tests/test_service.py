@@ -247,3 +247,29 @@ def test_audit_has_decisions_without_text(guard_service: ServiceProcess) -> None
     audit = guard_service.audit_path.read_text()
     assert '"gateway":"service"' in audit
     assert "carol@example.net" not in audit
+
+
+# -- the examples in docs/service.md run -----------------------------------------------------------
+
+
+def test_doc_examples_run(guard_service: ServiceProcess) -> None:
+    import re
+
+    import yaml
+
+    from tests.fixtures_litellm import REPO
+
+    doc = (REPO / "docs" / "service.md").read_text()
+    examples = re.findall(r"^`POST (\S+)`\n```json\n(.*?)```", doc, re.S | re.M)
+    assert [path for path, _ in examples] == ["/v1/guard/request", "/v1/guard/response"]
+    request = guard_service.post(examples[0][0], json.loads(examples[0][1]))
+    assert request.status_code == 200 and request.json()["action"] == "modify"
+    assert "alice@example.com" not in json.dumps(request.json()["body"])
+    body = json.loads(examples[1][1].replace("<context_id from /v1/guard/request>", request.json()["context_id"]))
+    response = guard_service.post(examples[1][0], body)
+    assert response.status_code == 200 and response.json()["body"]["choices"][0]["message"]["content"] == "Done."
+    snippet = yaml.safe_load(re.search(r"```yaml\n(.*?)```", doc, re.S).group(1))  # type: ignore[union-attr]
+    config = yaml.safe_load((REPO / "config" / "litellm_generic_guardrail.yaml").read_text())
+    shown = snippet["guardrails"][0]
+    actual = next(g for g in config["guardrails"] if g["guardrail_name"] == shown["guardrail_name"])
+    assert shown["litellm_params"].items() <= actual["litellm_params"].items()
