@@ -15,11 +15,13 @@ rule ids, departments, key aliases and a short hash of the user id: never prompt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,12 @@ def subject_of(rec: Mapping[str, Any]) -> str:
     return "anonymous"
 
 
+def _after_fork(ref: weakref.ref[AlertManager]) -> None:
+    am = ref()
+    if am is not None and am._thread is not None and not am._closing:
+        am._restart_after_fork()
+
+
 class AlertManager:
     def __init__(self, settings: AlertSettings, metrics: GuardMetrics | None = None,
                  webhook_url: str | None = None) -> None:
@@ -69,6 +77,14 @@ class AlertManager:
         if self.url:
             self._thread = threading.Thread(target=self._run, name="slg-alerts", daemon=True)
             self._thread.start()
+            os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+
+    def _restart_after_fork(self) -> None:
+        self._queue.clear()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="slg-alerts", daemon=True)
+        self._thread.start()
 
     @property
     def enabled(self) -> bool:

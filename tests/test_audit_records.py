@@ -254,3 +254,28 @@ def test_a_dead_disk_is_counted_never_silent(tmp_path: Path) -> None:
     hub.emit({"event": "decision", "ts": 99.0})  # after close
     assert sum(n for _, _, n in drops) == 8, drops
     assert {reason for _, reason, _ in drops} <= {"write_failed", "shutdown", "closed"}
+
+
+def test_forked_child_keeps_auditing(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "audit.jsonl"
+    hub = AuditHub(JsonlAuditSink(path), flush_interval=0.01)
+    hub.emit({"event": "decision", "ts": 1.0, "who": "parent"})
+    assert hub.flush(5)
+    pid = os.fork()
+    if pid == 0:  # a pre-forking server's worker
+        try:
+            for i in range(5):
+                hub.emit({"event": "decision", "ts": 2.0 + i, "who": "child"})
+            os._exit(0 if hub.flush(5) else 1)
+        except BaseException:
+            os._exit(2)
+    for i in range(5):
+        hub.emit({"event": "decision", "ts": 3.0 + i, "who": "parent"})
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    hub.close()
+    who = [json.loads(x)["who"] for x in path.read_text().splitlines()]
+    assert who.count("child") == 5 and who.count("parent") == 6
+    assert verify_files([path]).ok

@@ -16,7 +16,9 @@ Shutdown (``close()``, also registered with ``atexit``) drains everything still 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -44,6 +46,12 @@ def flush_all(timeout: float = 5.0) -> bool:
     for hub in list(_hubs):
         ok = hub.flush(max(0.0, deadline - time.monotonic()), sinks=False) and ok
     return ok
+
+
+def _after_fork(ref: weakref.ref[AuditHub]) -> None:
+    hub = ref()
+    if hub is not None and not hub._closed:
+        hub.restart_after_fork()
 
 
 def _close_at_exit(ref: weakref.ref[AuditHub]) -> None:
@@ -87,6 +95,7 @@ class AuditHub:
         self._thread = threading.Thread(target=self._run, name="slg-audit", daemon=True)
         self._thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
+        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
         _hubs.add(self)
 
     # -- request path -----------------------------------------------------------------------------
@@ -110,6 +119,21 @@ class AuditHub:
 
     def pending(self) -> int:
         return len(self._queue)
+
+    def restart_after_fork(self) -> None:
+        """A forked child (pre-forking servers) has no writer thread: start one, with a queue of
+        its own (what the parent queued is the parent's to write) and fresh locks."""
+        self._queue.clear()
+        self._retry = []
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        if self.jsonl is not None:
+            self.jsonl.reset_after_fork()
+        for sink in self.sinks:
+            sink.restart_after_fork()
+        self._thread = threading.Thread(target=self._run, name="slg-audit", daemon=True)
+        self._thread.start()
 
     # -- worker -----------------------------------------------------------------------------------
 

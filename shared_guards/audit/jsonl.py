@@ -101,6 +101,10 @@ class JsonlAuditSink:
 
     # -- public ----------------------------------------------------------------------------------
 
+    def reset_after_fork(self) -> None:
+        self._tlock = threading.Lock()
+        self._cache = None  # the parent appends too: always re-read the head under the file lock
+
     def emit(self, record: Mapping[str, Any]) -> None:
         self.write_batch([record])
 

@@ -52,6 +52,16 @@ class RemoteSink(ABC):
         self._thread = threading.Thread(target=self._run, name=f"slg-audit-{self.label}", daemon=True)
         self._thread.start()
 
+    def restart_after_fork(self) -> None:
+        """In a forked child: the sender thread did not survive the fork. Start afresh (the
+        parent keeps delivering what was queued before the fork)."""
+        self._queue.clear()
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self.close_transport()
+        self._thread = threading.Thread(target=self._run, name=f"slg-audit-{self.label}", daemon=True)
+        self._thread.start()
+
     @abstractmethod
     def send(self, batch: list[dict[str, Any]]) -> None:
         """Deliver one batch; raise on any failure (the batch is retried)."""
