@@ -8,6 +8,7 @@ tests' sk-rnd traffic against the shared demo proxy cannot eat into the budget."
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,31 @@ def test_two_litellm_proxies_sharing_redis_enforce_one_limit(
     assert 1 <= int(last.headers["retry-after"]) <= 12  # 60 s / 5: one refill every 12 s after the 1st
     # The 6th went to replica a; replica b refuses too (the limit is global, not per process).
     assert b.post_chat(chat("again"), "sk-q-shared").status_code == 429
+
+
+def test_token_budget_is_reconciled_from_usage_through_litellm(
+    litellm_proxy_factory: Any, shared_policy: Path, redis_url: str
+) -> None:
+    proxy = litellm_proxy_factory(shared_policy, env={"REDIS_URL": redis_url, "SLG_REPLICA": "a"})
+    client = proxy.client("sk-q-tokens")
+    body = chat("count the tokens of this prompt, please") | {"max_tokens": 200}
+    t0 = time.monotonic()
+    r1 = proxy.post_chat(body, "sk-q-tokens")
+    assert r1.status_code == 200, r1.text
+    estimate = 100_000 - int(r1.headers["x-ratelimit-remaining-tokens"])
+    assert estimate > 200  # prompt estimate + max_tokens
+    used1 = r1.json()["usage"]["total_tokens"]
+    assert 0 < used1 < estimate
+    # A streamed answer with usage in its last chunk is reconciled too.
+    stream = client.chat.completions.create(model="general", messages=body["messages"], max_tokens=200,
+                                            stream=True, stream_options={"include_usage": True})
+    used2 = [c.usage.total_tokens for c in stream if c.usage is not None][-1]
+    r3 = proxy.post_chat(body, "sk-q-tokens")
+    expected = 100_000 - used1 - used2 - estimate
+    # GCRA refills continuously: 100,000 tokens a day is one token every 0.864 s.
+    refilled = int((time.monotonic() - t0) / 0.864) + 1
+    assert expected <= int(r3.headers["x-ratelimit-remaining-tokens"]) <= expected + refilled
+    assert r3.headers["x-ratelimit-limit-tokens"] == "100000"
 
 
 def test_litellm_and_kong_share_one_department_limit(
