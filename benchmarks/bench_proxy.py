@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
     args = ap.parse_args()
 
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="slg-bench-proxy-"))
     echo_port = free_port()
     echo = subprocess.Popen([sys.executable, "-m", "shared_guards.demo.echo", "--port", str(echo_port)], cwd=REPO,
@@ -166,7 +167,9 @@ def main() -> int:
         f"{args.concurrent_n} requests per target at concurrency {args.concurrency}; ~450-character prompt; "
         "both proxies are the real `litellm` 1.108.7 process (one worker) in front of the same echo upstream "
         "(its own process). The machine's 2 cores also run the client, the echo server and both proxies, so "
-        "absolute numbers are pessimistic; the difference between rows is the guards' cost.\n")
+        "absolute numbers are pessimistic; the difference between rows is the guards' cost. "
+        f"Load average during the run: {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+        "(other jobs shared the machine).\n")
     if args.no_write:
         print(body)
     else:

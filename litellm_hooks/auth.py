@@ -3,6 +3,7 @@
 ``general_settings: {custom_auth: litellm_hooks.auth.custom_auth}``. Keys are looked up in the
 policy's ``api_keys`` (constant-time digest comparison); unknown or missing keys get a clean 401
 in OpenAI's error shape. The resolved department rides in the key's ``metadata`` and as team.
+The policy is the guardrail's (its ``policy_path``), else ``$SLG_POLICY``, else config/policy.yaml.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from litellm_hooks.common import engine
 from shared_guards.errors import GuardViolation, Unauthenticated
 
 log = logging.getLogger("litellm_hooks.auth")
+
 
 def _proxy_exception(v: GuardViolation) -> ProxyException:
     return ProxyException(message=v.message, type=v.error_type, param=v.param, code=v.http_status,

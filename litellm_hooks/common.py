@@ -14,14 +14,23 @@ from shared_guards.types import Identity
 
 DEFAULT_POLICY = "config/policy.yaml"
 
+# The policy the guardrail was configured with, so ``custom_auth`` reads the same file.
+_configured: list[str] = []
+
 
 def policy_path(explicit: str | None = None) -> str:
     """The policy file: the guardrail's ``policy_path`` param, else ``$SLG_POLICY``, else the default."""
     return explicit or os.environ.get("SLG_POLICY") or DEFAULT_POLICY
 
 
+def configure(path: str) -> None:
+    """Remember the guardrail's policy (the first one configured wins)."""
+    if not _configured:
+        _configured.append(path)
+
+
 def engine(explicit: str | None = None) -> GuardEngine:
-    return GuardEngine.shared(policy_path(explicit))
+    return GuardEngine.shared(policy_path(explicit or (_configured[0] if _configured else None)))
 
 
 def identity_from_auth(auth: Any) -> Identity:

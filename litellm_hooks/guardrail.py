@@ -25,8 +25,9 @@ from fastapi import HTTPException
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.guardrails import GuardrailEventHooks
 
+from litellm_hooks.common import configure, http_error, identity_from_auth
 from litellm_hooks.common import engine as get_engine
-from litellm_hooks.common import http_error, identity_from_auth, policy_path
+from litellm_hooks.common import policy_path as resolve_policy_path
 from shared_guards.engine import GuardEngine
 from shared_guards.errors import GuardUnavailable, GuardViolation, MalformedRequest
 from shared_guards.guard import RequestContext
@@ -69,12 +70,13 @@ class SecureLLMGuardrail(CustomGuardrail):
     """One guardrail for every mode; the policy path comes from ``litellm_params.policy_path``."""
 
     def __init__(self, policy_path: str | None = None, **kwargs: Any) -> None:
-        self.policy_path = policy_path_or_env(policy_path)
+        self.policy_path = resolve_policy_path(policy_path)
         kwargs.setdefault("supported_event_hooks", [GuardrailEventHooks.pre_call, GuardrailEventHooks.during_call,
                                                     GuardrailEventHooks.post_call])
         super().__init__(**kwargs)
         # Load (and validate) the policy now: a bad policy fails the proxy's start-up, loudly.
         self.engine: GuardEngine = get_engine(self.policy_path)
+        configure(self.policy_path)
         # x-ratelimit-* headers of allowed requests (quota guard) by call id, until LiteLLM asks
         # for them in async_post_call_response_headers_hook. Bounded; values are numbers only.
         self._response_headers: dict[str, dict[str, str]] = {}
@@ -291,10 +293,6 @@ class SecureLLMGuardrail(CustomGuardrail):
             await self.engine.finish(ctx, ok=ok)
         except Exception as exc:
             log.error("secure-llm-guard finish failed: %s", type(exc).__name__)
-
-
-def policy_path_or_env(explicit: str | None) -> str:
-    return policy_path(explicit)
 
 
 def _write_back(response: Any, answer: GuardResponse) -> None:
