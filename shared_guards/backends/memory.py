@@ -15,7 +15,7 @@ from shared_guards.backends.base import CheckResult, Rule, RuleState, Slot, Slot
 
 
 def _now_ms() -> float:
-    return time.time() * 1000.0
+    return time.monotonic() * 1000.0  # process-local state: immune to wall-clock jumps
 
 
 class MemoryBackend:
