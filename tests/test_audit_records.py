@@ -279,3 +279,22 @@ def test_forked_child_keeps_auditing(tmp_path: Path) -> None:
     who = [json.loads(x)["who"] for x in path.read_text().splitlines()]
     assert who.count("child") == 5 and who.count("parent") == 6
     assert verify_files([path]).ok
+
+
+def test_hash_key_file_is_created_once_and_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+
+    from shared_guards.audit import record as record_mod
+    from shared_guards.policy import AuditSettings
+
+    monkeypatch.delenv("SLG_AUDIT_HASH_KEY", raising=False)
+    monkeypatch.delenv("SLG_AUDIT_PATH", raising=False)
+    monkeypatch.setattr(record_mod, "_keys", {})
+    settings = AuditSettings(path=str(tmp_path / "a" / "audit.jsonl"))
+    key = record_mod.hash_key(settings)
+    keyfile = tmp_path / "a" / "audit.key"
+    assert len(key) == 64 and keyfile.read_bytes() == key
+    assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600
+    monkeypatch.setattr(record_mod, "_keys", {})
+    assert record_mod.hash_key(settings) == key  # another process reads the same key
+    assert [p.name for p in keyfile.parent.iterdir()] == ["audit.key"]

@@ -143,14 +143,18 @@ def hash_key(audit: AuditSettings) -> bytes:
         else:
             path = Path(os.environ.get("SLG_AUDIT_PATH") or audit.path).with_name("audit.key")
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                key = path.read_bytes().strip()
-            else:
-                key = secrets.token_hex(32).encode()
+            if not path.exists():  # write a complete key file, then link it in: racing processes agree
+                tmp = path.with_name(f".audit.key.{os.getpid()}.{secrets.token_hex(4)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(key)
+                    fh.write(secrets.token_hex(32).encode())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+            key = path.read_bytes().strip()
         _keys[cache_key] = key
         return key
 
