@@ -64,7 +64,7 @@ _CONFUSABLES = {
     # Cyrillic upper
     "А": "A", "В": "B", "С": "C", "Е": "E", "Ё": "E", "Н": "H", "І": "I", "Ї": "I", "Ј": "J", "К": "K",
     "М": "M", "О": "O", "Р": "P", "Ѕ": "S", "Т": "T", "Х": "X", "У": "Y", "Ү": "Y", "Ԝ": "W", "Ԁ": "D",
-    "Ԛ": "Q", "Ӏ": "I", "Ь": "b", "З": "3", "Ч": "4",
+    "Ԛ": "Q", "Ӏ": "I", "Ь": "b",
     # Greek
     "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
     "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z",
@@ -100,6 +100,12 @@ def _build_table() -> dict[int, str | None]:
     table[ord("ß")] = "ss"
     for k, v in _CONFUSABLES.items():
         table[ord(k)] = v
+    # Keep folding and lower-casing commutative: an upper-case letter folds like its lower case,
+    # so rule patterns (written in lower case) and text (folded, then lower-cased) agree.
+    for k, v in _CONFUSABLES.items():
+        up = k.upper()
+        if len(up) == 1 and up != k and ord(up) not in table and v.isalpha():
+            table[ord(up)] = v.upper()
     # Combining marks (U+0300-036F) after NFKC are decoration (Zalgo): drop them.
     for cp in range(0x300, 0x370):
         table[cp] = None

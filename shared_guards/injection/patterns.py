@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import ahocorasick
 import re2
 
-from shared_guards.injection.normalize import Normalized, OffsetMap, View, normalize, offset_map, words
+from shared_guards.injection.normalize import Normalized, OffsetMap, View, clean, normalize, offset_map, words
 from shared_guards.injection.rulepack import RulePack, RulePackError, expand, load_pack
 
 # Default weights of normalizer flags (a pack's ``signals`` overrides them). Alone they stay below
@@ -124,7 +124,11 @@ class PatternMatcher:
         res: list[re2._Regexp] = []
         for i, r in enumerate(pack.rules):
             for pat in r.raw_regex if raw else r.regex:
+                # Fold the pattern like the text (lookalike letters, accents): a Russian or Greek
+                # phrase in a rule meets the folded text it has to match.
                 expanded = expand(pat, pack.macros)
+                if not expanded.isascii():  # write such patterns in lower case
+                    expanded = clean(expanded)[0]
                 try:
                     compiled = re2.compile(expanded, _re2_options())
                 except re2.error:
@@ -223,7 +227,7 @@ class PatternMatcher:
 
 def _phrase_key(phrase: str) -> str:
     """Word-normalized phrase; padded with spaces on sides that end in an ASCII letter/digit."""
-    w = words(phrase).strip()
+    w = words(clean(phrase)[0]).strip()
     if not w:
         return ""
     if w[0].isascii():
