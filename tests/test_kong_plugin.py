@@ -499,3 +499,51 @@ def test_docs_python_example_runs(kong_harness: KongHarness) -> None:
     assert tests
     for t in tests:
         t(kong_harness)
+
+
+# -- concurrency and reload --------------------------------------------------------------------------
+
+
+def test_concurrent_requests_keep_their_own_state(kong_harness: KongHarness) -> None:
+    """Many requests at once (Kong's workers do that): each answer is restored from its own vault."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[int, str, Any, Any]:
+        email = f"person{i}.x{i * 7}@example.org"
+        if i % 3 == 2:  # a refused request in the mix
+            r = kong_harness.access(chat("coder", f"mail {email}"), "finance")
+            return i, email, r.exit_status, None
+        acc = kong_harness.access(chat(content=f"Please write to {email} today."), "finance")
+        assert not acc.exited, acc.exit_body
+        assert email not in acc.forwarded_raw.decode()  # pseudonymized before the upstream
+        resp = kong_harness.response(acc)
+        return i, email, resp.final_status, resp.final_body["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(24)))
+    for i, email, status, answer in results:
+        if i % 3 == 2:
+            assert status == 403
+        else:
+            assert status == 200 and answer == f"Please write to {email} today.", (i, answer)
+
+
+def test_policy_edit_is_picked_up_by_the_plugin_server(kong_harness_factory: Any, tmp_path: Path) -> None:
+    import os
+    import time
+
+    policy = tmp_path / "reload.yaml"
+    policy.write_text("departments:\n  ops:\n    match: {consumers: [ops]}\n    models: [general]\n")
+    h = kong_harness_factory(policy)
+    assert_openai_error(h.access(chat("coder"), "ops"), 403, "rbac.model")
+    policy.write_text("departments:\n  ops:\n    match: {consumers: [ops]}\n    models: [general, coder]\n")
+    os.utime(policy, (time.time() + 5, time.time() + 5))  # a distinct mtime even on coarse clocks
+    deadline = time.monotonic() + 10
+    while h.access(chat("coder"), "ops").exited:
+        assert time.monotonic() < deadline, "the edited policy was not reloaded"
+        time.sleep(0.3)
+    # a broken edit keeps the last good policy
+    policy.write_text("departments:\n  ops:\n    models: [general, coder]\n    colour: blue\n")
+    os.utime(policy, (time.time() + 10, time.time() + 10))
+    time.sleep(1.5)
+    assert not h.access(chat("coder"), "ops").exited
