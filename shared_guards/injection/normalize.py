@@ -350,22 +350,25 @@ def _decode_hex(span: str) -> str | None:
 def _collect(name: str, finder: re2._Regexp | re.Pattern[str], cleaned: str,
              decode: Callable[[str], str | None]) -> View | None:
     parts: list[str] = []
-    first = last = -1
+    first_src = last_src = ""
     total = 0
-    for k, m in enumerate(finder.finditer(cleaned)):
+    # findall returns plain strings (no match objects): the cheap path for texts full of long words.
+    for k, src in enumerate(finder.findall(cleaned)):
         if k >= MAX_SPANS_SEEN or total >= MAX_DECODED_CHARS:
             break
-        dec = decode(m.group()[:MAX_SPAN])
+        dec = decode(src[:MAX_SPAN])
         if dec is None:
             continue
         parts.append(dec)
         total += len(dec)
-        if first < 0:
-            first = m.start()
-        last = m.end()
+        if not first_src:
+            first_src = src
+        last_src = src
     if not parts:
         return None
-    return _make_view(name, "\n".join(parts), (first, last))
+    start = cleaned.find(first_src)
+    end = cleaned.rfind(last_src) + len(last_src)
+    return _make_view(name, "\n".join(parts), (start, end))
 
 
 def _make_view(name: str, decoded: str, span: tuple[int, int]) -> View:
