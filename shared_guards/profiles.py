@@ -40,6 +40,7 @@ class EdgeRule:
     options: Mapping[str, Any] = field(default_factory=dict)  # merged over the policy's options
     rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # options -> options
     unsupported: str | None = None  # the guard cannot run under edge: refuse to start, say why
+    replace_with: str | None = None  # another guard (same options, same id) runs instead
 
 
 def _without_semantic_layer(options: dict[str, Any]) -> dict[str, Any]:
@@ -57,12 +58,10 @@ EDGE_RULES: dict[str, EdgeRule] = {
     "injection_semantic": EdgeRule("embedding model (torch): dropped", drop=True),
     "injection": EdgeRule("pattern and context layers; the semantic layer (torch) is removed",
                           rewrite=_without_semantic_layer),
-    # The PII guard analyzes with Presidio, whose import loads spaCy and torch. Until it offers an
-    # analyzer without them, an edge process refuses a policy that uses it rather than silently
-    # loading them (or silently dropping PII protection).
-    "pii": EdgeRule("PII recognizers", unsupported=(
-        "the PII guard's analyzer (Presidio) loads spaCy and torch; remove the guard from this "
-        "policy for edge, or run --profile full")),
+    # The PII guard analyzes with Presidio, whose import loads spaCy and torch: under edge the
+    # pattern-only PII guard runs instead, with the same options and id (no NER entities).
+    "pii": EdgeRule("PII pattern recognizers only (no NER: PERSON, LOCATION... not detected)",
+                    replace_with="shared_guards.guards.pii_patterns:PatternPIIGuard"),
 }
 
 # Modules an edge process must never import (checked by tests and the benchmark).
@@ -92,11 +91,13 @@ def _edge_spec(spec: Any, where: str) -> dict[str, Any] | None:
     if rule.drop:
         log.info("edge profile: %s (%s) dropped: %s", spec.get("id") or name, where, rule.reason)
         return None
+    if rule.replace_with is not None:
+        spec = {**spec, "name": rule.replace_with, "id": spec.get("id") or name}
     if rule.rewrite is not None and isinstance(options, dict):
         options = rule.rewrite(dict(options))
     if rule.options:
         options = {**options, **rule.options}
-    return {**spec, "options": options} if options != (spec.get("options") or {}) else spec
+    return {**spec, "options": options} if options != (spec.get("options") or {}) else dict(spec)
 
 
 def edge_policy(data: Any) -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from shared_guards.errors import ConfigError
 from shared_guards.policy import load_policy
 from shared_guards.profiles import HEAVY_MODULES, edge_policy, profile_transform
 from tests.fixtures_litellm import OFFLINE_ENV, REPO
@@ -49,10 +48,16 @@ def test_injection_layers_rewrite(options: dict[str, Any], expected: dict[str, A
     assert edge_policy(data)["departments"]["d"]["guards"][0]["options"] == expected
 
 
-def test_edge_refuses_the_presidio_pii_guard_with_a_reason() -> None:
-    data = {"defaults": {"guards": [{"name": "pii", "id": "pii_default"}]}, "departments": {}}
-    with pytest.raises(ConfigError, match=r"edge profile: guard 'pii_default' \(defaults\): .*spaCy and torch"):
-        edge_policy(data)
+def test_edge_swaps_the_presidio_pii_guard_for_the_pattern_guard() -> None:
+    options = {"preset": "gdpr", "entities": {"US_SSN": {"action": "mask", "mask_style": "partial"}}}
+    data = {"defaults": {"guards": [{"name": "pii", "timeout_ms": 5000, "options": options}]},
+            "departments": {"d": {"guards": [{"name": "pii", "id": "pii_strict"}]}}}
+    out = edge_policy(data)
+    assert out["defaults"]["guards"] == [{"name": "shared_guards.guards.pii_patterns:PatternPIIGuard", "id": "pii",
+                                          "timeout_ms": 5000, "options": options}]
+    assert out["departments"]["d"]["guards"][0]["id"] == "pii_strict"
+    demo = load_policy(REPO / "config" / "policy.yaml", profile_transform("edge"))
+    assert [s.name for s in demo.policy.guards_for("finance")][-1].endswith(":PatternPIIGuard")
 
 
 @pytest.mark.parametrize("options, expected", [
@@ -86,6 +91,14 @@ with TestClient(app) as c:
     out["attack"] = attack["action"]
     out["rules"] = sorted({f["guard"] for f in attack["findings"]})
     out["ready"] = c.get("/readyz").json()
+demo = create_app(ServiceSettings(policy_path=sys.argv[2], profile="edge", allow_anonymous=True))
+with TestClient(demo) as c:
+    d = c.post("/v1/guard/request", json={"identity": {"team": "finance"}, "body": {"model": "general", "messages": [
+        {"role": "user", "content": "Mail jane.doe@example.com, SSN 536-22-8417, card 4111 1111 1111 1111."}]}}).json()
+    out["pii_sent"] = d["body"]["messages"][0]["content"]
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": out["pii_sent"]}}]}
+    r = c.post("/v1/guard/response", json={"context_id": d["context_id"], "body": answer}).json()
+    out["pii_restored"] = r["body"]["choices"][0]["message"]["content"]
 out["heavy"] = [m for m in HEAVY_MODULES if m in sys.modules]
 print(json.dumps(out))
 """
@@ -93,7 +106,8 @@ print(json.dumps(out))
 
 def test_edge_service_serves_without_torch_or_spacy(tmp_path: Path) -> None:
     env = {**os.environ, **OFFLINE_ENV, "SLG_AUDIT_PATH": str(tmp_path / "audit.jsonl"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(EDGE_POLICY)], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(EDGE_POLICY), str(REPO / "config" / "policy.yaml")],
+                          cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -101,18 +115,10 @@ def test_edge_service_serves_without_torch_or_spacy(tmp_path: Path) -> None:
     assert out["benign"] == "allow"
     assert out["attack"] == "block" and out["rules"]
     assert out["ready"]["profile"] == "edge" and out["ready"]["status"] == "ready"
+    # the demo policy's PII guard runs as pattern recognizers: masked and pseudonymized, then restored
+    assert out["pii_sent"] == "Mail <EMAIL_ADDRESS_1>, SSN ***-**-8417, card **** **** **** 1111."
+    assert out["pii_restored"] == "Mail jane.doe@example.com, SSN ***-**-8417, card **** **** **** 1111."
     assert set(HEAVY_MODULES) >= {"torch", "spacy"}
-
-
-def test_slg_serve_edge_refuses_a_presidio_policy(tmp_path: Path) -> None:
-    policy = tmp_path / "pii.yaml"
-    policy.write_text(yaml.safe_dump({"defaults": {"guards": [{"name": "pii"}]},
-                                      "departments": {"d": {"models": ["general"]}}}))
-    proc = subprocess.run([slg_executable(), "serve", "--profile", "edge", "--no-auth", "--policy", str(policy),
-                           "--port", "1"], cwd=REPO, env={**os.environ, **OFFLINE_ENV}, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "edge profile: guard 'pii'" in proc.stderr
 
 
 def test_slg_serve_needs_caller_auth(tmp_path: Path) -> None:
