@@ -7,7 +7,8 @@ consumer groups become an :class:`~shared_guards.types.Identity`, the body (read
 with ``kong.service.request.set_raw_body``. ``response``: the buffered upstream answer (a JSON chat
 completion, or a whole SSE stream for ``stream: true``) is checked (and, e.g., pseudonyms restored)
 and replaced through ``kong.response.exit`` when it changed or is refused; Python plugins have no
-``body_filter``, so Kong holds a streamed answer until it is complete. ``log``: releases what a request left behind when a later plugin cut it short.
+``body_filter``, so Kong holds a streamed answer until it is complete. ``log``: releases what a
+request left behind when a later plugin cut it short.
 
 Per-request state (the :class:`RequestContext`, with any pseudonymization vault) stays in this
 process, in ``engine.contexts``; only an opaque random key travels through ``kong.ctx.shared``.
@@ -196,18 +197,23 @@ class Plugin:
         if ctx is None:  # not blocked and no context cannot happen; refuse rather than guess
             raise GuardUnavailable("The guard produced no request context (rule guard.internal).",
                                    rule_id="guard.internal")
-        if self.guard_responses:
-            engine.contexts.put(key, ctx)
-            _pdk(kong.ctx.shared.set, CTX_KEY, key)
-            # The response phase reads the answer: ask the upstream for an uncompressed one.
-            _pdk(kong.service.request.set_header, "Accept-Encoding", "identity")
-        else:
+        try:
+            if self.guard_responses:
+                engine.contexts.put(key, ctx)
+                _pdk(kong.ctx.shared.set, CTX_KEY, key)
+                # The response phase reads the answer: ask the upstream for an uncompressed one.
+                _pdk(kong.service.request.set_header, "Accept-Encoding", "identity")
+            if decision.changed:
+                new_body = openai_format.apply_request(body, decision.request)
+                _pdk(kong.service.request.set_raw_body, json.dumps(new_body))
+            if decision.headers:
+                _pdk(kong.response.set_headers, dict(decision.headers))
+        except Exception:  # the request will not be proxied: release it now (quota reservations...)
+            engine.contexts.pop(key)
+            self._finish(engine, ctx, False)
+            raise
+        if not self.guard_responses:
             self._finish(engine, ctx, True)
-        if decision.changed:
-            new_body = openai_format.apply_request(body, decision.request)
-            _pdk(kong.service.request.set_raw_body, json.dumps(new_body))
-        if decision.headers:
-            _pdk(kong.response.set_headers, dict(decision.headers))
 
     @staticmethod
     def _policy_uses_groups(engine: GuardEngine) -> bool:

@@ -64,3 +64,23 @@ class SwapWordGuard(Guard):
                 text = text.replace(ph, word)
             choices.append(dataclasses.replace(c, text=text))
         return GuardResult(Action.MODIFY, sanitized=dataclasses.replace(response, choices=tuple(choices)))
+
+
+class CompletionProbeGuard(Guard):
+    """Appends ``<probe> <ok>`` to a file when a request ends (``on_complete``): shows from outside
+    the plugin server that every request is finished exactly once. ``probe`` comes from the body's
+    ``metadata``."""
+
+    name: ClassVar[str] = "test_completion_probe"
+
+    class Config(GuardConfig):
+        path: str
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        return GuardResult.allow()
+
+    async def on_complete(self, ctx: RequestContext, *, ok: bool) -> None:
+        req = ctx.original_request
+        probe = str(req.metadata.get("probe", "")) if req is not None else ""
+        with open(self.config.path, "a", encoding="utf-8") as fh:  # type: ignore[attr-defined]
+            fh.write(f"{probe} {ok}\n")

@@ -290,14 +290,27 @@ departments:
   engineers:
     match: {consumer_groups: [engineering]}
     models: ["code-*"]
+  probe:
+    match: {consumers: [probe]}
+    models: [general]
+    guards: [{name: "tests.kong_test_guards:CompletionProbeGuard", id: probe, options: {path: "PROBE_FILE"}}]
 """
 
 
 @pytest.fixture(scope="module")
 def test_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("kong-policy") / "policy.yaml"
-    p.write_text(TEST_POLICY)
+    p.write_text(TEST_POLICY.replace("PROBE_FILE", str(p.with_name("completed.txt"))))
     return p
+
+
+def completed(policy: Path, probe: str) -> list[str]:
+    """The ``ok`` flags the probe guard recorded for one request (one entry per finish)."""
+    try:
+        lines = policy.with_name("completed.txt").read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split()[1] for line in lines if line.split()[0] == probe]
 
 
 @pytest.fixture(scope="module")
@@ -547,3 +560,26 @@ def test_policy_edit_is_picked_up_by_the_plugin_server(kong_harness_factory: Any
     os.utime(policy, (time.time() + 10, time.time() + 10))
     time.sleep(1.5)
     assert not h.access(chat("coder"), "ops").exited
+
+
+def test_every_request_is_finished_exactly_once(custom: KongHarness, test_policy: Path) -> None:
+    def body(probe: str, model: str = "general") -> dict[str, Any]:
+        return {**chat(model), "metadata": {"probe": probe}}
+
+    # proxied and answered: finished by the response phase, ok
+    acc = custom.access(body("answered"), "probe")
+    custom.log(custom.response(acc))
+    # refused in access: finished by the engine
+    assert custom.access(body("refused", "coder"), "probe").exit_status == 403
+    # a later plugin answered instead of the upstream: finished by the log phase, not ok
+    custom.log(custom.access(body("cut-short"), "probe"))
+    # a PDK call failed after the decision: finished by access before its 500
+    assert custom.access(body("pdk-failed"), "probe", pdk_errors={"kong.ctx.shared.set": "x"}).exit_status == 500
+    # upstream error: finished by the response phase, not ok
+    acc = custom.access(body("upstream-500"), "probe")
+    custom.log(custom.response(acc, status=500, body={"error": {"message": "down"}}))
+    assert completed(test_policy, "answered") == ["True"]
+    assert completed(test_policy, "refused") == ["False"]
+    assert completed(test_policy, "cut-short") == ["False"]
+    assert completed(test_policy, "pdk-failed") == ["False"]
+    assert completed(test_policy, "upstream-500") == ["False"]
