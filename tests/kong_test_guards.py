@@ -84,3 +84,18 @@ class CompletionProbeGuard(Guard):
         probe = str(req.metadata.get("probe", "")) if req is not None else ""
         with open(self.config.path, "a", encoding="utf-8") as fh:  # type: ignore[attr-defined]
             fh.write(f"{probe} {ok}\n")
+
+
+class SleepGuard(Guard):
+    """Takes ``seconds`` to decide (allows)."""
+
+    name: ClassVar[str] = "test_sleep_kong"
+
+    class Config(GuardConfig):
+        seconds: float = 1.0
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        import asyncio
+
+        await asyncio.sleep(self.config.seconds)  # type: ignore[attr-defined]
+        return GuardResult.allow()

@@ -290,6 +290,10 @@ departments:
   engineers:
     match: {consumer_groups: [engineering]}
     models: ["code-*"]
+  slow:
+    match: {consumers: [slow]}
+    models: [general]
+    guards: [{name: "tests.kong_test_guards:SleepGuard", id: slow, timeout_ms: 60000, options: {seconds: 1.5}}]
   probe:
     match: {consumers: [probe]}
     models: [general]
@@ -583,3 +587,14 @@ def test_every_request_is_finished_exactly_once(custom: KongHarness, test_policy
     assert completed(test_policy, "cut-short") == ["False"]
     assert completed(test_policy, "pdk-failed") == ["False"]
     assert completed(test_policy, "upstream-500") == ["False"]
+
+
+def test_decision_slower_than_timeout_seconds_gives_clean_503(custom: KongHarness, test_policy: Path) -> None:
+    import time
+
+    cfg = {"policy_path": str(test_policy), "timeout_seconds": 0.3}
+    t0 = time.monotonic()
+    r = custom.access(OK, "slow", config=cfg)
+    assert time.monotonic() - t0 < 1.4  # answered at the plugin's deadline, not the guard's
+    err = assert_openai_error(r, 503, "guard.timeout")
+    assert err["type"] == "service_unavailable_error"
