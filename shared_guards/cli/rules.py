@@ -49,6 +49,15 @@ def register(sub: Any) -> None:
     s.add_argument("--out", help="write here instead of in place")
     s.set_defaults(func=_sign)
 
+    e = rsub.add_parser("eval", help="per-category detection rates of the pattern (and context) layer alone")
+    e.add_argument("file", help="JSONL rows {id, text[, label, category]}")
+    e.add_argument("--pack", help="rule pack (default: the bundled one)")
+    e.add_argument("--unsigned", action="store_true", help="accept an unsigned pack (rule development)")
+    e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--context-role", help="also run the context layer, the text as a message of this role "
+                                          "(e.g. tool, user)")
+    e.set_defaults(func=_eval)
+
     k = rsub.add_parser("keygen", help="(maintainers) create an Ed25519 key pair")
     k.add_argument("--private", required=True)
     k.add_argument("--public", required=True)
@@ -115,4 +124,62 @@ def _sign(args: argparse.Namespace) -> int:
 def _keygen(args: argparse.Namespace) -> int:
     kid = generate_keypair(args.private, args.public)
     print(f"key id {kid}: private {args.private} (keep it secret), public {args.public}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from collections import defaultdict
+
+    from shared_guards.injection.context import Segment, analyze_segments
+    from shared_guards.injection.normalize import normalize
+    from shared_guards.injection.patterns import PatternMatcher
+    from shared_guards.injection.rulepack import load_pack
+    from shared_guards.types import Role
+
+    try:
+        pack = load_pack(args.pack, require_signature=not args.unsigned)
+    except RulePackError as exc:
+        print(f"FAILED {exc}", file=sys.stderr)
+        return 1
+    matcher = PatternMatcher(pack)
+    role = Role(args.context_role) if args.context_role else None
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    labels: dict[str, int] = {}
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    text = str(row["text"])
+                except (ValueError, KeyError, TypeError):
+                    print(f"FAILED {args.file}:{n}: not a JSON object with a 'text' field", file=sys.stderr)
+                    return 1
+                norm = normalize(text)
+                score = matcher.scan(norm, offsets=False).score
+                if role is not None:
+                    ctx = analyze_segments([Segment(0, role, text)], [norm]).score
+                    score = 1 - (1 - score) * (1 - ctx)
+                cat = str(row.get("category") or ("attack" if row.get("label") == 1 else "benign"))
+                stats[cat][0] += 1
+                stats[cat][1] += score >= args.threshold
+                if "label" in row:
+                    labels[cat] = int(row["label"])
+    except OSError as exc:
+        print(f"FAILED cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    layers = "pattern" + (f" + context (as {role.value})" if role else "")
+    print(f"{pack.ident}, {layers}, threshold {args.threshold}")
+    print(f"{'category':28} {'n':>6} {'flagged':>8}  meaning")
+    for cat, (n, hit) in sorted(stats.items()):
+        meaning = {1: "recall", 0: "false-positive rate"}.get(labels.get(cat, -1), "")
+        print(f"{cat:28} {n:6d} {hit / n:8.3f}  {meaning}")
+    pos = [stats[c] for c in stats if labels.get(c) == 1]
+    neg = [stats[c] for c in stats if labels.get(c) == 0]
+    if pos and neg:
+        tp, p = sum(h for _, h in pos), sum(n for n, _ in pos)
+        fp, q = sum(h for _, h in neg), sum(n for n, _ in neg)
+        print(f"{'ALL attacks / ALL benign':28} {p:6d} {tp / p:8.3f}  recall;  {q} benign, FPR {fp / q:.4f}")
     return 0
