@@ -170,20 +170,21 @@ def _raw_body(r: FakeKongRequest, a: list[Any]) -> Any:
     return r.raw_body
 
 
-def target_of(r: FakeKongRequest, which: Any) -> dict[str, str]:
+def _headers_of(r: FakeKongRequest, which: str) -> dict[str, str]:
+    """``service``: headers sent upstream; ``response``: headers of the answer to the client."""
     return r.service_request_headers if which == "service" else r.response_headers
 
 
 def _set_headers(which: str) -> Any:
     def f(r: FakeKongRequest, a: list[Any]) -> None:
-        target_of(r, which).update({str(k): str(v) for k, v in (a[0] or {}).items()})
+        _headers_of(r, which).update({str(k): str(v) for k, v in (a[0] or {}).items()})
 
     return f
 
 
 def _set_one_header(which: str) -> Any:
     def f(r: FakeKongRequest, a: list[Any]) -> None:
-        target_of(r, which)[str(a[0])] = str(a[1])
+        _headers_of(r, which)[str(a[0])] = str(a[1])
 
     return f
 
@@ -513,7 +514,7 @@ class KongHarness:
     def start_instance(self, config: Mapping[str, Any] | None = None) -> int:
         """``plugin.StartInstance`` with the config as Kong sends it (a JSON string, with Kong's
         own ``__seq__`` and ``__plugin_id`` keys and nulls for unset optional fields)."""
-        cfg = {"policy_path": self.policy_path, "timeout_seconds": None, "guard_responses": None}
+        cfg: dict[str, Any] = {"policy_path": self.policy_path, "timeout_seconds": None, "guard_responses": None}
         cfg.update(config or {})
         self._seq += 1
         cfg.setdefault("__plugin_id", str(uuid.uuid4()))

@@ -14,7 +14,8 @@ import pytest
 from tests.kong_harness import PLUGIN_NAME, REPO, KongHarness, KongHarnessTimeout, PhaseResult, echo_completion
 from tests.kong_test_guards import SECRET_TEXT
 
-OK = {"model": "general", "messages": [{"role": "user", "content": "Write a tagline for our spring sale."}]}
+PROMPT = "Write a tagline for our spring sale."
+OK: dict[str, Any] = {"model": "general", "messages": [{"role": "user", "content": PROMPT}]}
 IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
 FILE = {"type": "file", "file": {"file_id": "file-123"}}
 
@@ -31,7 +32,8 @@ def assert_openai_error(r: PhaseResult, status: int, rule: str | None) -> dict[s
     if rule:
         assert rule in body["error"]["message"], body
     assert r.exit_headers.get("Content-Type") == "application/json"
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 # -- plugin info (Kong's query_cmd) ------------------------------------------------------------------
@@ -140,7 +142,7 @@ def test_response_phase_passes_the_answer_through(kong_harness: KongHarness) -> 
     resp = kong_harness.response(acc)
     assert not resp.exited, resp.exit_body
     assert resp.final_status == 200
-    assert resp.final_body["choices"][0]["message"]["content"] == OK["messages"][0]["content"]
+    assert resp.final_body["choices"][0]["message"]["content"] == PROMPT
     assert resp.methods[:1] == ["kong.ctx.shared.get"]
     assert "kong.service.response.get_raw_body" in resp.methods
     # the context was released: a replay of the response phase finds no state and withholds the answer
@@ -352,7 +354,7 @@ def test_sanitized_request_is_forwarded_and_answer_restored(custom: KongHarness)
     assert not acc.exited and acc.body_rewritten
     fwd = acc.forwarded_body
     assert fwd["messages"][0]["content"] == "tell me about <WORD_1> and <WORD_1> again"
-    assert "alpha" not in acc.forwarded_raw.decode()
+    assert "alpha" not in (acc.forwarded_raw or b"").decode()
     assert acc.request_key and "alpha" not in json.dumps(acc.fake.ctx_shared)  # the vault stays in-process
     resp = custom.response(acc)  # the echo upstream answers with the placeholders
     assert resp.exit_status == 200
@@ -532,7 +534,7 @@ def test_concurrent_requests_keep_their_own_state(kong_harness: KongHarness) -> 
             return i, email, r.exit_status, None
         acc = kong_harness.access(chat(content=f"Please write to {email} today."), "finance")
         assert not acc.exited, acc.exit_body
-        assert email not in acc.forwarded_raw.decode()  # pseudonymized before the upstream
+        assert email not in (acc.forwarded_raw or b"").decode()  # pseudonymized before the upstream
         resp = kong_harness.response(acc)
         return i, email, resp.final_status, resp.final_body["choices"][0]["message"]["content"]
 
