@@ -116,7 +116,9 @@ def main() -> int:
         "Round trips through the real kong-pdk 0.36 plugin server (threading mode, lua-style) over its unix "
         "socket, driven by tests/kong_harness.py playing Kong; Kong's own nginx/Lua work is not included "
         "(Kong cannot be installed here). Each PDK call is one more socket round trip: the plugin reads the "
-        "body once and asks for consumer groups only when the policy matches on groups.\n"
+        "body once and asks for consumer groups only when the policy matches on groups. "
+        f"Load average at the end of the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs shared with "
+        "other jobs, which dominates the p99s.\n"
     )
     if args.no_write:
         print(body)
