@@ -130,7 +130,8 @@ def main() -> str:
     size = (tmp / "jsonl.jsonl").stat().st_size / n
     body = "\n".join(rows) + "\n\n" + "\n".join(thr) + (
         f"\n\n{n} records of a masked finance request (3 guards, 2 findings, ~{size:.0f} bytes per line). "
-        "The request pays only the first rows; everything else runs in the audit thread.\n")
+        "The request pays only the first rows; everything else runs in the audit thread. "
+        f"Load average during the run: {os.getloadavg()[0]:.1f} (machine shared with other jobs).\n")
     return body
 
 
