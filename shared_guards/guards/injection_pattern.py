@@ -26,7 +26,7 @@ from pydantic import Field
 from shared_guards.errors import ContentViolation
 from shared_guards.guard import Guard, GuardConfig, RequestContext, Resources
 from shared_guards.injection.normalize import normalize
-from shared_guards.injection.patterns import PatternMatcher, PatternResult, get_matcher
+from shared_guards.injection.patterns import STRUCTURAL, PatternMatcher, PatternResult, get_matcher
 from shared_guards.injection.rulepack import RuleStore, shared_store
 from shared_guards.types import Finding, GuardRequest, GuardResult, Role
 
@@ -57,6 +57,11 @@ class PatternConfig(GuardConfig):
                                                      "default: the bundled core pack.")
     trusted_keys: list[str] = Field(default_factory=list, description="Extra trusted public keys (dirs or *.pub).")
     roles: list[Role] = Field(default_factory=lambda: list(Role), description="Message roles to scan.")
+    full_scan_roles: list[Role] = Field(
+        default_factory=lambda: [Role.USER, Role.TOOL, Role.FUNCTION, Role.DOCUMENT],
+        description="Roles judged on every rule. The others (by default the operator's system/developer "
+                    "prompt and the assistant's own earlier turns, which legitimately say 'never reveal your "
+                    "instructions') count only structural rules: delimiters, fake turns, obfuscation.")
     decode: bool = Field(True, description="Also scan base64/hex/URL/rot13/reversed decodings.")
 
 
@@ -67,15 +72,32 @@ def load_store(cfg: PatternConfig, policy_dir: str) -> RuleStore:
 
 
 def scan_request(request: GuardRequest, matcher: PatternMatcher, roles: frozenset[Role],
-                 *, decode: bool = True) -> list[tuple[int, Role, PatternResult]]:
+                 *, decode: bool = True, full_scan_roles: frozenset[Role] = frozenset(Role),
+                 ) -> list[tuple[int, Role, PatternResult]]:
     """Pattern results of every scanned message that matched anything."""
     out: list[tuple[int, Role, PatternResult]] = []
-    for i, role, text in request.texts():
-        if role not in roles:
+    for i, role, text, full in segments(request):
+        if role not in roles or not text:
             continue
         res = matcher.scan(normalize(text, decode=decode))
+        if not full and role not in full_scan_roles:
+            res = matcher.restrict(res, STRUCTURAL)
         if res.matches:
             out.append((i, role, res))
+    return out
+
+
+def segments(request: GuardRequest) -> list[tuple[int, Role, str, bool]]:
+    """``(message index, role, text, always_full_scan)``: each message's text, and its tool-call
+    arguments as a segment of their own that is always judged on every rule (arguments carry data
+    the model passes to tools: the place where an injected instruction turns into an action)."""
+    out: list[tuple[int, Role, str, bool]] = []
+    for i, m in enumerate(request.messages):
+        if m.text:
+            out.append((i, m.role, m.text, False))
+        args = "\n".join(c.arguments for c in m.tool_calls if c.arguments)
+        if args:
+            out.append((i, m.role, args, True))
     return out
 
 
@@ -88,6 +110,7 @@ class PatternGuard(Guard):
         assert isinstance(config, PatternConfig)
         self.cfg = config
         self.roles = frozenset(config.roles)
+        self.full_scan_roles = frozenset(config.full_scan_roles)
         # Process-wide: one store per pack file, one compiled matcher per pack hash.
         self.store = load_store(config, resources.policy_dir)
 
@@ -97,13 +120,15 @@ class PatternGuard(Guard):
 
     async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
         matcher = self.matcher
-        size = sum(len(t) for _, _, t in request.texts())
+        size = sum(len(t) for _, _, t, _ in segments(request))
         if size > INLINE_LIMIT:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(
-                self.resources.executor, lambda: scan_request(request, matcher, self.roles, decode=self.cfg.decode))
+                self.resources.executor, lambda: scan_request(request, matcher, self.roles, decode=self.cfg.decode,
+                                                              full_scan_roles=self.full_scan_roles))
         else:
-            results = scan_request(request, matcher, self.roles, decode=self.cfg.decode)
+            results = scan_request(request, matcher, self.roles, decode=self.cfg.decode,
+                                   full_scan_roles=self.full_scan_roles)
         if not results:
             return GuardResult.allow()
         findings: list[Finding] = []

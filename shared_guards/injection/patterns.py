@@ -14,6 +14,7 @@ Kong's per-configuration plugin instances share one automaton.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,56 @@ DEFAULT_SIGNALS: dict[str, float] = {
 
 
 STANDALONE_SIGNAL = 0.5
+# Categories judged without the mention/negation discount (markup and disguises are what they are).
+STRUCTURAL = frozenset({"delimiter_injection", "obfuscation"})
+MAX_QUOTE_CHECK = 256_000
+
+# Negation right before an occurrence ("never reveal ...", "don't ignore ...").
+_NEGATION = re.compile(
+    r"(?:^| )(?:never|not|don t|do not|dont|doesn t|does not|didn t|did not|cannot|can t|won t|will not|"
+    r"must not|mustn t|should not|shouldn t|wouldn t|refuse to|refuses to|no need to|avoid|avoids|avoiding|"
+    r"nicht|nie|niemals|jamais|nunca)(?: ever| even| to| be| you| u)?(?: (?:reveal|share|disclose|show|tell|"
+    r"print|repeat|give|output|follow|ignore|forget|disregard|mention|leak|expose|discuss|change|override|"
+    r"obey|send|forward|include))? $")
+# Talking about an instruction rather than giving it ("make an LLM ignore ...", "a user says ...").
+_META_BEFORE = re.compile(
+    r"(?:^| )(?:(?:make|makes|making|made|get|gets|getting|trick|tricks|tricking|tricked|cause|causes|causing|"
+    r"let|lets|force|forces|forcing|convince|convinces|convincing|prevent|prevents|preventing|stop|stops|"
+    r"stopping|keep|keeps|detect|detects|detecting|block|blocks|blocking)(?: \S+){0,3} (?:llms?|models?|ais?|"
+    r"chatbots?|bots?|assistants?|gpt|it|them|agents?|systems?|apps?|users?|attackers?|people|someone)"
+    r"(?: from| to)?|says|said|saying|typed|types|writes|wrote|enters|entered|sends|sent|phrases?|"
+    r"such as|like|e g|for example|example|examples|called|known as|the words|strings?|prompts? like|"
+    r"text like|detect|detecting|filter|filtering|classify|flag|flags)(?: the| a| an)? $")
+_META_AFTER = re.compile(
+    r"^ ?(?:\S+ )?(?:attacks?|injections?|jailbreaks?|phrases?|examples?|strings?|tricks?|techniques?|payloads?|"
+    r"prompts? injection)\b")
+_QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d\u00ab\u00bb\u201a\u201e")
+# Categories where "talked about" is a real difference (an instruction vs. a mention of one).
+_MENTION_CATEGORIES = frozenset({"instruction_override", "prompt_leak", "exfiltration", "indirect_injection"})
+
+
+def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None, original: str,
+                   category: str = "instruction_override") -> float:
+    """How much an occurrence counts: 1.0 normally, less when it is negated ("never reveal your
+    prompt"), talked about ("make an LLM ignore ...", "a user says ...", "the '...' attack") or
+    quoted."""
+    before = view_text[max(0, start - 80):start]
+    if not before.endswith(" "):
+        before += " "
+    f = 1.0
+    if _NEGATION.search(before) and not before.endswith(("never mind ", "nevermind ")):
+        f *= 0.15
+    if category in _MENTION_CATEGORIES:
+        if _META_BEFORE.search(before):
+            f *= 0.4
+        if _META_AFTER.search(view_text[end:end + 40]):
+            f *= 0.6
+        if omap is not None:
+            s, e = omap.map(start, end)
+            if s >= 0 and any(c in _QUOTES for c in original[max(0, s - 3):s]) and \
+                    any(c in _QUOTES for c in original[e:e + 3]):
+                f *= 0.75
+    return f
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,18 +226,32 @@ class PatternMatcher:
         omap: OffsetMap | None | bool = False  # False: not built yet
         for i, (vname, kind, val) in hits.items():
             info = self.rules[i]
+            weight = info.weight
             start = end = -1
-            if vname == "text" and offsets:
-                if omap is False:
+            if vname == "text" and kind != -3:
+                # Judge every occurrence in its surroundings: negated ("never reveal your
+                # prompt"), quoted or talked about ("if a user says 'ignore ...'") occurrences
+                # weigh less; the strongest occurrence counts.
+                if omap is False and (offsets or len(norm.original) <= MAX_QUOTE_CHECK):
                     omap = offset_map(norm.original, text_view.text)
-                if isinstance(omap, OffsetMap):
-                    start, end = self._offsets(omap, text_view, i, kind, val)
+                om = omap if isinstance(omap, OffsetMap) else None
+                best = (-1.0, -1, -1)
+                for vs, ve in self._spans(text_view, i, kind, val):
+                    f = 1.0 if info.category in STRUCTURAL else mention_factor(
+                        text_view.text, vs, ve, om, norm.original, info.category)
+                    os_, oe = om.map(vs, ve) if om is not None and offsets else (-1, -1)
+                    if weight * f > best[0]:
+                        best = (weight * f, os_, oe)
+                    if f >= 1.0:
+                        break
+                if best[0] >= 0:
+                    weight, start, end = round(best[0], 4), best[1], best[2]
             elif vname != "text":
                 other = norm.view(vname)
                 if other is not None and other.decoded:
                     decoded_hit = True
                     start, end = other.span
-            matches.append(PatternMatch(info.id, info.category, info.weight, vname, start, end))
+            matches.append(PatternMatch(info.id, info.category, weight, vname, start, end))
         for flag in sorted(norm.flags):
             w = self.signals.get(flag)
             # Weak signals only add to a matched rule; strong ones count alone.
@@ -195,31 +260,40 @@ class PatternMatcher:
         if decoded_hit:
             matches.append(PatternMatch("obfuscation.decoded_match", "obfuscation",
                                         self.signals["decoded_match"], "signal"))
+        return self._result(matches, norm.flags)
+
+    def _result(self, matches: list[PatternMatch], flags: frozenset[str]) -> PatternResult:
         if not matches:
-            return PatternResult(0.0, (), {}, norm.flags, self.pack.ident)
+            return PatternResult(0.0, (), {}, flags, self.pack.ident)
         matches.sort(key=lambda m: -m.weight)
         by_cat: dict[str, list[float]] = {}
         for m in matches:
             by_cat.setdefault(m.category, []).append(m.weight)
         cats = {c: round(combine(ws), 4) for c, ws in by_cat.items()}
         score = round(combine(m.weight for m in matches), 4)
-        return PatternResult(score, tuple(matches), cats, norm.flags, self.pack.ident)
+        return PatternResult(score, tuple(matches), cats, flags, self.pack.ident)
 
-    def _offsets(self, omap: OffsetMap, view: View, i: int, kind: int, val: int) -> tuple[int, int]:
-        if kind == -1:  # AC phrase: find the phrase start from its end
-            end = val
+    def restrict(self, result: PatternResult, categories: frozenset[str]) -> PatternResult:
+        """The result counting only ``categories`` (e.g. structural ones for operator prompts)."""
+        return self._result([m for m in result.matches if m.category in categories], result.flags)
+
+    def _spans(self, view: View, i: int, kind: int, val: int) -> list[tuple[int, int]]:
+        """Spans (in ``view.text``) of the occurrences of rule ``i``, at most 16."""
+        out: list[tuple[int, int]] = []
+        if kind == -1:  # AC phrases
             for ph in self.pack.rules[i].phrases:
                 key = _phrase_key(ph)
-                if view.text.startswith(key, end - len(key)):
-                    return omap.map(end - len(key), end)
-            return (-1, -1)
-        if kind == -2:
-            m = self._word_res[val].search(view.text)
-            if m is None:
-                return (-1, -1)
-            s0, e0 = m.span()
-            return omap.map(s0, e0)
-        return (-1, -1)  # raw-view offsets are not mapped back (structure markers)
+                pos = view.text.find(key)
+                while pos >= 0 and len(out) < 16:
+                    out.append((pos, pos + len(key)))
+                    pos = view.text.find(key, pos + 1)
+        elif kind == -2:
+            for m in self._word_res[val].finditer(view.text):
+                s0, e0 = m.span()
+                out.append((s0, e0))
+                if len(out) >= 16:
+                    break
+        return out
 
     def scan_text(self, text: str, *, offsets: bool = True) -> PatternResult:
         return self.scan(normalize(text), offsets=offsets)
