@@ -167,7 +167,8 @@ def main() -> int:
         f"{args.concurrent_n} requests per target at concurrency {args.concurrency}; ~450-character prompt; "
         "both proxies are the real `litellm` 1.108.7 process (one worker) in front of the same echo upstream "
         "(its own process). The machine's 2 cores also run the client, the echo server and both proxies, so "
-        "absolute numbers are pessimistic; the difference between rows is the guards' cost. "
+        "absolute numbers are pessimistic; the difference between sequential p50s is the guards' cost (the "
+        "concurrent columns mostly show scheduling noise on a loaded 2-core machine). "
         f"Load average during the run: {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
         "(other jobs shared the machine).\n")
     if args.no_write:
