@@ -51,12 +51,14 @@ class AnalyzerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     spacy_model: str = Field(DEFAULT_MODEL, description="spaCy package name or path of a pipeline with 'ner'.")
-    ner_window: int = Field(6, ge=0, le=64, description="Tokens around capitalized words fed to NER; 0 = whole text.")
+    ner_window: int = Field(3, ge=0, le=64, description="Tokens around capitalized words fed to NER; 0 = whole text.")
     mrn_patterns: tuple[str, ...] = Field(
         rec.DEFAULT_MRN_PATTERNS,
         description="Regexes for medical record numbers (group 1, if any, is the number).",
     )
-    phonenumbers_regions: tuple[str, ...] = Field(("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU"))
+    phonenumbers_regions: tuple[str, ...] = Field(
+        (), description="Also run Presidio's phonenumbers-based PhoneRecognizer for these regions (slower; "
+        "our own phone patterns run always).")
     prefilter: bool = Field(True, description="Skip recognizers whose trigger characters are absent.")
     cache_size: int = Field(2048, ge=0, le=1_000_000)
 
@@ -91,6 +93,8 @@ _TIER: dict[str, int] = {
     Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
 }
 _RAW_MIN_SCORE = 0.15
+_PASSPORT_HINT = re.compile(r"(?i)passport|travel doc")
+_LICENSE_HINT = re.compile(r"(?i)licen[cs]e|driver|driving|\bDL\b|\bD\.L\.")
 _IBANISH = re.compile(r"[A-Za-z]{2}\d{2}")
 _SECRET_HINT = re.compile(
     r"(?i)sk-|akia|asia|gh[pousr]_|github_pat|xox|eyj|private key|aiza|hooks\.slack|_live_|_test_|key|token|secret|"
@@ -127,7 +131,10 @@ class PIIAnalyzer:
 
     def _recognizers(self) -> list[EntityRecognizer]:
         s = self.settings
-        return [
+        extra: list[EntityRecognizer] = (
+            [PhoneRecognizer(supported_regions=list(s.phonenumbers_regions))] if s.phonenumbers_regions else []
+        )
+        return extra + [
             CreditCardRecognizer(),
             IbanRecognizer(),
             EmailRecognizer(),
@@ -136,7 +143,6 @@ class PIIAnalyzer:
             DateRecognizer(),
             UsLicenseRecognizer(),
             UsPassportRecognizer(),
-            PhoneRecognizer(supported_regions=list(s.phonenumbers_regions)),
             SpacyRecognizer(supported_entities=[e.value for e in NER_ENTITIES]),
             rec.RuleRecognizer("slg_national_ids", rec.national_id_rules()),
             rec.RuleRecognizer("slg_secrets", rec.secret_rules()),
@@ -167,9 +173,14 @@ class PIIAnalyzer:
                 ok = digits >= 8 and _IBANISH.search(text) is not None
             elif e == Entity.CN_RESIDENT_ID:
                 ok = digits >= 17
-            elif e in (Entity.US_SSN, Entity.UK_NINO, Entity.PASSPORT, Entity.US_PASSPORT):
+            elif e in (Entity.US_SSN, Entity.UK_NINO):
                 ok = digits >= 6
-            elif e in (Entity.PHONE_NUMBER, Entity.US_DRIVER_LICENSE):
+            elif e in (Entity.PASSPORT, Entity.US_PASSPORT):
+                # below the threshold without the word: skip the recognizer when the word is absent
+                ok = digits >= 6 and _PASSPORT_HINT.search(text) is not None
+            elif e == Entity.US_DRIVER_LICENSE:
+                ok = digits >= 4 and _LICENSE_HINT.search(text) is not None
+            elif e == Entity.PHONE_NUMBER:
                 ok = digits >= 5
             elif e == Entity.IP_ADDRESS:
                 ok = (digits >= 4 and "." in text) or "::" in text or text.count(":") >= 3

@@ -16,6 +16,7 @@ from functools import cache
 
 import spacy
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from spacy.lang.en import English
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
@@ -33,6 +34,7 @@ _NOT_ANCHORS = frozenset(
     each every one two three no. re fw fwd subject note i'm i've i'd i'll it's what's""".split()
 )
 
+_STOP = frozenset(English.Defaults.stop_words)
 _lock = threading.Lock()
 # spaCy's tokenizer is quadratic in the length of one whitespace-free run of punctuation
 # ("<<<<..."); such runs are tokenized by a regex instead.
@@ -86,7 +88,7 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
     ``window`` is the number of tokens kept on each side of an anchor; ``0`` runs NER on the whole
     text (what plain Presidio does, minus the unused components)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, window: int = 6, run_ner: bool = True) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, *, window: int = 3, run_ner: bool = True) -> None:
         config = NerModelConfiguration(
             labels_to_ignore=["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT",
                               "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"],
@@ -119,7 +121,7 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
             c = t[:1]
             if not (c.isupper() or (tok.is_digit and len(t) == 4 and t[:2] in ("19", "20"))):
                 continue
-            if tok.lower_ in _NOT_ANCHORS:
+            if tok.lower_ in _NOT_ANCHORS or tok.lower_ in _STOP:
                 continue
             a, b = max(0, tok.i - w), min(n, tok.i + w + 1)
             if out and a <= out[-1][1]:
@@ -136,13 +138,17 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
         if spans == [(0, len(doc))]:
             subdocs = [Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])]
         else:
-            subdocs = [doc[a:b].as_doc() for a, b in spans]
+            text = doc.text
+            subdocs = [nlp.make_doc(text[doc[a].idx:doc[b - 1].idx + len(doc[b - 1])]) for a, b in spans]
         with _lock:  # spaCy pipelines are not documented as thread-safe
             processed = list(nlp.pipe(subdocs, batch_size=64))
         ents: list[Span] = []
         for (a, _), sub in zip(spans, processed, strict=True):
+            base = doc[a].idx
             for e in sub.ents:
-                ents.append(Span(doc, a + e.start, a + e.end, label=e.label_))
+                span = doc.char_span(base + e.start_char, base + e.end_char, label=e.label_, alignment_mode="expand")
+                if span is not None:
+                    ents.append(span)
         return ents
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
