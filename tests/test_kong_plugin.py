@@ -68,7 +68,7 @@ ACCESS_CASES = [
      "rbac.feature.images"),
     ("marketing-file", "marketing", chat(content=[{"type": "text", "text": "summarize"}, FILE]), 403,
      "rbac.feature.files"),
-    ("rnd-image-allowed", "rnd", chat(content=[{"type": "text", "text": "describe"}, IMAGE]), None, None),
+    ("finance-image-allowed", "finance", chat(content=[{"type": "text", "text": "describe"}, IMAGE]), None, None),
     ("finance-max-tokens", "finance", chat(max_tokens=5000), 403, "rbac.max_tokens"),
     ("no-consumer", None, OK, 401, "identity.missing"),
     ("unknown-consumer", "mallory", OK, 401, None),
@@ -202,7 +202,7 @@ def test_gzip_answer_is_read(kong_harness: KongHarness) -> None:
 
 
 def test_log_phase_releases_a_request_whose_response_never_ran(kong_harness: KongHarness) -> None:
-    acc = kong_harness.access(OK, "rnd")  # e.g. a lower-priority plugin answered instead of the upstream
+    acc = kong_harness.access(OK, "marketing")  # e.g. a lower-priority plugin answered instead of the upstream
     kong_harness.log(acc)
     assert_openai_error(kong_harness.response(acc), 503, "guard.state_lost")
 
