@@ -3,8 +3,8 @@
 Starts the real service as a subprocess per configuration, waits for /readyz, warms up, then
 sends sequential requests over one keep-alive connection and reads the process's RSS from /proc:
 
-* full, demo policy (config/policy.yaml: injection pattern + context, PII on Presidio/spaCy for
-  finance, quotas for rnd);
+* full and edge, demo policy (config/policy.yaml: injection pattern + context; PII for finance, on
+  Presidio/spaCy under full, pattern recognizers under edge);
 * full and edge, injection policy (tests/policies/service_edge.yaml: pattern, context, the
   semantic MiniLM guard, the combined guard): edge drops the model layers.
 
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,19 +106,13 @@ def main() -> int:
     inj = str(ROOT / "tests" / "policies" / "service_edge.yaml")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        # The edge profile refuses the Presidio PII guard: its demo row runs the demo policy without it.
-        data = yaml.safe_load(demo.read_text())
-        for dep in data.get("departments", {}).values():
-            dep["guards"] = [g for g in dep.get("guards", []) if g.get("name") != "pii"]
-        demo_no_pii = Path(tmp) / "demo_without_pii.yaml"
-        demo_no_pii.write_text(yaml.safe_dump(data))
         configs = [
             ("edge, one regex guard (service overhead: HTTP, auth, JSON, audit)",
              str(ROOT / "tests" / "policies" / "service.yaml"), "edge", {"team": "rnd"}),
             ("full, demo policy, finance (PII on Presidio + spaCy NER)", str(demo), "full", {"team": "finance"}),
             ("full, demo policy, marketing (injection pattern + context)", str(demo), "full", {"team": "marketing"}),
-            ("edge, demo policy without PII, marketing (injection pattern + context)", str(demo_no_pii), "edge",
-             {"team": "marketing"}),
+            ("edge, demo policy, finance (PII pattern recognizers)", str(demo), "edge", {"team": "finance"}),
+            ("edge, demo policy, marketing (injection pattern + context)", str(demo), "edge", {"team": "marketing"}),
             ("full, injection policy, rnd (pattern + context + MiniLM)", inj, "full", {"team": "rnd"}),
             ("edge, injection policy, rnd (pattern + context)", inj, "edge", {"team": "rnd"}),
         ]
@@ -143,7 +136,8 @@ def main() -> int:
     body = "\n".join(lines) + (
         f"\n\n{args.n} sequential requests per row over one keep-alive connection (HTTP, JSON, auth, "
         "audit included), 1 KB prompts, distinct texts; RSS read from /proc after the run. "
-        "The edge profile drops the semantic guard and layer (no torch, no spaCy: see tests/test_service_edge.py).")
+        "The edge profile drops the semantic guard and layer and runs PII as pattern recognizers "
+        "(no torch, no spaCy: see tests/test_service_edge.py).")
     write_section("Guard service", body)
     return 0
 
