@@ -385,6 +385,7 @@ class KongHarness:
         self._pool: list[_Conn] = []
         self._pool_lock = threading.Lock()
         self._instances: dict[str, int] = {}
+        self._config_of: dict[int, dict[str, Any]] = {}
         self._seq = 0
 
     # -- process -----------------------------------------------------------------------------------
@@ -429,7 +430,7 @@ class KongHarness:
         raise KongHarnessTimeout(f"plugin server socket {self.socket_path} not ready after {wait}s:\n"
                                  f"{self.log_text()[-3000:]}")
 
-    def stop(self) -> None:
+    def _terminate(self) -> None:
         with self._pool_lock:
             for c in self._pool:
                 c.close()
@@ -441,7 +442,16 @@ class KongHarness:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def stop(self) -> None:
+        self._terminate()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def restart(self) -> KongHarness:
+        """Kill and start the plugin server again (as Kong respawns a dead one). Kong keeps its
+        instance ids; the next event for one gets "no plugin instance" and Kong starts it again."""
+        self._terminate()
+        return self.start()
 
     def log_text(self) -> str:
         try:
@@ -530,12 +540,29 @@ class KongHarness:
         key = json.dumps(dict(config or {}), sort_keys=True)
         if key not in self._instances:
             self._instances[key] = self.start_instance(config)
+            self._config_of[self._instances[key]] = dict(config or {})
         return self._instances[key]
+
+    def run_phase(self, instance_id: int, phase: str, fake: FakeKongRequest,
+                  timeout: float | None = None) -> PhaseResult:
+        """``handle_event`` as Kong's ``Rpc:handle_event`` does it: on "no plugin instance" (the server
+        restarted) start the instance for the same config again and retry once."""
+        try:
+            return self.handle_event(instance_id, phase, fake, timeout)
+        except RpcError as exc:
+            if "no plugin instance" not in exc.message.lower() or instance_id not in self._config_of:
+                raise
+        config = self._config_of.pop(instance_id)
+        for k, v in list(self._instances.items()):
+            if v == instance_id:
+                del self._instances[k]
+        return self.handle_event(self.instance(config), phase, fake, timeout)
 
     def close_instance(self, instance_id: int) -> Any:
         for k, v in list(self._instances.items()):
             if v == instance_id:
                 del self._instances[k]
+        self._config_of.pop(instance_id, None)
         return self.rpc("plugin.CloseInstance", instance_id)
 
     def instance_status(self, instance_id: int) -> Any:
@@ -604,7 +631,7 @@ class KongHarness:
                                                                   "name": str(g)} for g in groups] or None
         fake = FakeKongRequest(raw_body=raw, method=method, path=path, headers=dict(headers or {}),
                                consumer=entity, groups=group_entities, pdk_errors=dict(pdk_errors or {}))
-        return self.handle_event(self.instance(config), "access", fake, timeout)
+        return self.run_phase(self.instance(config), "access", fake, timeout)
 
     def response(
         self,
@@ -630,14 +657,14 @@ class KongHarness:
                                service_status=status, service_body=raw,
                                service_headers=dict(headers or {"Content-Type": "application/json"}),
                                pdk_errors=dict(pdk_errors or {}))
-        return self.handle_event(access_result.instance_id, "response", fake, timeout)
+        return self.run_phase(access_result.instance_id, "response", fake, timeout)
 
     def log(self, result: PhaseResult, timeout: float | None = None) -> PhaseResult:
         """Run the log phase of the same request (Kong runs it for every request, in a timer)."""
         prev = result.fake
         fake = FakeKongRequest(raw_body=prev.raw_body, consumer=prev.consumer, groups=prev.groups,
                                ctx_shared=prev.ctx_shared, service_status=prev.service_status)
-        return self.handle_event(result.instance_id, "log", fake, timeout)
+        return self.run_phase(result.instance_id, "log", fake, timeout)
 
     def roundtrip(self, body: Any, consumer: Any = "finance", **kw: Any) -> tuple[PhaseResult, PhaseResult | None]:
         """access, then (when proxied) response with an echo upstream, then log."""

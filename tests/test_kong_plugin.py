@@ -600,3 +600,17 @@ def test_decision_slower_than_timeout_seconds_gives_clean_503(custom: KongHarnes
     assert time.monotonic() - t0 < 1.4  # answered at the plugin's deadline, not the guard's
     err = assert_openai_error(r, 503, "guard.timeout")
     assert err["type"] == "service_unavailable_error"
+
+
+def test_plugin_server_restart_between_phases_withholds_the_answer(test_policy: Path) -> None:
+    """Kong respawns a dead plugin server; the request's state died with it."""
+    h = KongHarness(test_policy).start()
+    try:
+        acc = h.access(chat(content="alpha"), "swap")
+        assert acc.body_rewritten
+        h.restart()
+        resp = h.response(acc)  # Kong gets "no plugin instance", starts the instance again, retries
+        assert_openai_error(resp, 503, "guard.state_lost")
+        assert not h.access(OK, "marketing").exited  # and the new server serves
+    finally:
+        h.stop()
