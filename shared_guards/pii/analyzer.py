@@ -153,6 +153,8 @@ class PIIAnalyzer:
             rec.RuleRecognizer("slg_cards", rec.card_rules()),
             rec.RuleRecognizer("slg_ages", rec.age_rules()),
             rec.RuleRecognizer("slg_countries", rec.country_rules()),
+            rec.RuleRecognizer("slg_licenses", rec.license_rules()),
+            rec.RuleRecognizer("slg_ibans", rec.iban_rules()),
         ]
 
     # -- pre-filter ------------------------------------------------------------------------------

@@ -112,6 +112,25 @@ def national_id_rules() -> list[Rule]:
     ]
 
 
+_DL_CUE = re.compile(r"(?i)(?:driver'?s?|driving)\s{0,2}licen[cs]e(?:\s{0,2}(?:number|no\.?|#|id))?\s{0,3}"
+                     r"(?:is|:|=|#)?\s{0,3}$")
+
+
+def license_rules() -> list[Rule]:
+    return [
+        Rule(Entity.US_DRIVER_LICENSE, "driver_license_cue",
+             re.compile(r"(?<![\w\-])[A-Za-z]{0,2}\d[\d\-]{3,16}\d[A-Za-z]?(?![\w\-])"), 0.2,
+             context=_DL_CUE, context_boost=0.7, requires_context=True, window=40),
+    ]
+
+
+def iban_rules() -> list[Rule]:
+    # Presidio's IbanRecognizer wants upper case; this one takes any case, same mod-97 check.
+    return [Rule(Entity.IBAN_CODE, "iban_any_case",
+                 re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,4})?(?![\w])"),
+                 0.9, validator=checksums.iban_ok)]
+
+
 # --- secrets -------------------------------------------------------------------------------------
 
 _KEY_CUE = r"(?:api[_ -]?key|access[_ -]?key|secret(?:[_ -]?key)?|token|password|passwd|pwd|bearer|auth(?:orization)?|credential|key)"
@@ -161,7 +180,8 @@ def card_rules() -> list[Rule]:
 
 _PHONE_CUE = _cue("phone", "tel", "telephone", "mobile", "cell", "cellphone", "call", "calling", "called", "fax",
                   "office", "desk", "contact", "reach", "text", "sms", "whatsapp", "number", "dial", "ring", "home",
-                  "work", "landline", "hotline", "registered", "answering", "ext")
+                  "work", "landline", "hotline", "registered", "answering", "ext", "messages?", "texting", "voicemail",
+                  "mob", "tlf", "telefon", "tél", "phone number")
 _DATEISH = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./](?:\d{2}|\d{4})$")
 _IPISH = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 
@@ -191,6 +211,11 @@ def phone_rules() -> list[Rule]:
         Rule(p, "phone_grouped",
              re.compile(r"(?<![\w\-.+/:])(?:\(\d{1,5}\)|\d{2,5})(?:[ .\-]\d{2,8}){1,4}" + ext + r"(?![\w/]|[\-.:]\d)"),
              0.25, validator=_phone_ok, context=_PHONE_CUE, context_boost=0.4, window=40, after=16),
+        # National format with a trunk 0 and 3+ groups: 0688 872 49 99, 079 0442 1744 (phone-shaped on its own)
+        Rule(p, "phone_trunk",
+             re.compile(r"(?<![\w\-.+/:])\(?0\d{1,4}\)?(?:[ .\-]\d{2,4}){2,4}(?![\w/]|[\-.:]\d)"),
+             0.45, validator=lambda v: _phone_ok(v) and len(checksums.digits_only(v)) >= 9,
+             context=_PHONE_CUE, context_boost=0.3, window=40),
         # A bare digit run next to a phone cue: 07700900123, 3660170548-Fax
         Rule(p, "phone_plain", re.compile(r"(?<![\w\-.+])\d{7,13}(?![\w]|[\-.]\d)"), 0.1, validator=_phone_ok,
              context=_PHONE_CUE, context_boost=0.45, window=24, after=8, requires_context=True),
