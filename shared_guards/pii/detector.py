@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from shared_guards.pii.analyzer import Detection, PIIAnalyzer, get_analyzer
 from shared_guards.pii.config import PIIConfig
-from shared_guards.pii.entities import Entity
 from shared_guards.pii.operators import mask
 from shared_guards.pii.presets import PIIAction
 from shared_guards.pii.vault import Vault, placeholder_spans
@@ -59,7 +58,8 @@ class PIIDetector:
         return d.entity
 
     def supported_labels(self) -> set[str]:
-        return {e.value for e in Entity}
+        """The entities this configuration detects (preset plus overrides)."""
+        return set(self.entities)
 
 
 def propagate_values(texts: list[str], all_hits: list[list[Hit]]) -> list[list[Hit]]:
