@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -98,14 +99,18 @@ def start_service(policy: str | os.PathLike[str], workdir: Path, *, args: Sequen
         proc = subprocess.Popen(cmd, cwd=str(REPO), env=full_env, stdout=log_fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     svc = ServiceProcess(port, token, proc, log_path, audit_path, tuple(args))
+    tls = "--tls-cert" in args
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"slg serve exited with {proc.returncode}:\n{svc.log_text()[-4000:]}")
         try:
+            if tls:  # a client certificate may be required even for /healthz: uvicorn listens once started
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                return svc
             if httpx.get(svc.url + "/healthz", timeout=2).status_code == 200:
                 return svc
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError):
             pass
         time.sleep(0.2)
     svc.stop()
