@@ -139,3 +139,12 @@ def test_adversarial_long_input_is_linear() -> None:
     t_long = time.perf_counter() - t0
     # 200x the input may take at most ~200x the time (plus slack for a noisy shared machine).
     assert t_long < max(2.0, 2000 * t_short)
+
+
+def test_long_text_fast_path_folds_like_the_table() -> None:
+    import unicodedata
+
+    from shared_guards.injection.normalize import _TABLE, clean
+
+    text = "Grüße aus München! Größe ½ ﬁ ＡＢＣ Іgnоrе a\u200bb \u202e x 🙂 日本語 ß Æ ł " * 300
+    assert clean(text)[0] == unicodedata.normalize("NFKC", text).translate(_TABLE)

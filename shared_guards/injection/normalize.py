@@ -129,6 +129,9 @@ _B64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 # The same single character-class run with Python's engine for iterating spans: no nesting, so
 # linear, and much less per-match overhead than the RE2 wrapper when a text has many long words.
 _B64_ITER = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+# Whether to look at all: a run with a lower-case letter followed later by an upper-case letter or
+# a digit/+/ and 8 more characters (ordinary long words and compounds do not qualify), or padding.
+_B64_HINT = re2.compile(r"[a-z][A-Za-z0-9+/_-]*[A-Z0-9+/][A-Za-z0-9+/_-]{8,}|[A-Za-z0-9+/]{14,}==?")
 _HEX = re2.compile(r"(?:\\x|\b)(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
 _HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
 _URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
@@ -146,7 +149,7 @@ def _hint_set() -> re2.Set:
     opts = re2.Options()
     opts.log_errors = False
     hs = re2.Set.SearchSet(opts)
-    for r in (_LEET_HINT, _SPACED, _B64, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT):
+    for r in (_LEET_HINT, _SPACED, _B64_HINT, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT):
         hs.Add(r.pattern)
     hs.Compile()
     return hs
@@ -206,8 +209,18 @@ def clean(text: str) -> tuple[str, set[str]]:
     except UnicodeEncodeError:  # lone surrogates (valid in JSON strings): replace them
         nfkc = nfkc.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
         flags.add("surrogates")
-    # Mostly-ASCII text (European languages): translate only the non-ASCII runs.
-    if len(nfkc.encode("utf-8", "surrogatepass")) - len(nfkc) < len(nfkc) // 8:
+    # Mostly-ASCII text (European languages): replace each distinct non-ASCII character once
+    # (a few C-speed passes) instead of a per-character table lookup over the whole text.
+    out = nfkc
+    distinct = None
+    if len(nfkc) > 4096:  # the non-ASCII characters: delete every ASCII byte of the UTF-8 form
+        distinct = set(nfkc.encode("utf-8").translate(None, _ASCII_BYTES).decode("utf-8"))
+    if distinct is not None and len(distinct) <= 48:
+        for ch in distinct:
+            rep = _TABLE.get(ord(ch), ch)
+            if rep != ch:
+                out = out.replace(ch, rep or "")
+    elif len(nfkc.encode("utf-8", "surrogatepass")) - len(nfkc) < len(nfkc) // 8:
         out = _NON_ASCII.sub(_translate_run, nfkc)
     else:
         out = nfkc.translate(_TABLE)
@@ -239,6 +252,7 @@ def _count(rx: re2._Regexp, s: str, enough: int) -> int:
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_ASCII_BYTES = bytes(range(128))
 
 
 def _translate_run(m: re.Match[str]) -> str:
