@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import random
 import sys
 import time
@@ -130,6 +131,9 @@ def main() -> int:
         f"| adversarial {len(adversarial) / 1e6:.1f} MB (`ignore aaaa…` repeated + 500 KB of `a`) | "
         f"{t_adv:.3f} | {len(adversarial) / 1e6 / t_adv:.0f} |\n"
     )
+    load = os.getloadavg()[0]
+    body += (f"\nLoad average at the end of the run: {load:.1f} on {os.cpu_count()} cores (the machine is shared; "
+             "long-input throughput moves 2-3x with load, the 1 KB p50s much less).\n")
     write_section("Injection: pattern and context layers", body)
     return 0
 
