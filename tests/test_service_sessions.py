@@ -89,3 +89,19 @@ def test_token_file_rotation_and_minimum_length(tmp_path: Any) -> None:
     f.write_text("# nothing\n")
     with pytest.raises(ConfigError, match="no token"):
         TokenSet.from_file(f)
+
+
+@pytest.mark.parametrize("redis_url, status, check", [
+    ("redis://127.0.0.1:6379/0", 200, "ok"),
+    ("redis://127.0.0.1:1/0", 503, "error: "),
+])
+def test_readyz_checks_the_backends(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, redis_url: str, status: int,
+                                    check: str) -> None:
+    monkeypatch.setenv("SLG_AUDIT_PATH", str(tmp_path / "audit.jsonl"))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    with TestClient(create_app(ServiceSettings(policy_path=str(SERVICE_POLICY), allow_anonymous=True))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == status, r.text
+        assert r.json()["checks"]["policy"] == "ok"
+        assert r.json()["checks"]["backend:kv"].startswith(check)
+        assert c.get("/healthz").status_code == 200  # alive either way

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shared_guards.backends import ensure_backends
 from shared_guards.engine import GuardEngine
 from shared_guards.profiles import profile_transform
 from shared_guards.service import schemas
@@ -45,16 +46,6 @@ async def _ping(backend: Any) -> None:
         raise ConnectionError("ping failed")
 
 
-async def _redis_ping(url: str, timeout_s: float) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        await client.ping()
-    finally:
-        await client.aclose()
-
-
 def create_app(settings: ServiceSettings, engine: GuardEngine | None = None) -> Starlette:
     engine = engine or build_engine(settings)
     metrics = Metrics()
@@ -77,22 +68,18 @@ def create_app(settings: ServiceSettings, engine: GuardEngine | None = None) -> 
             checks["policy"] = "ok" if engine.store.last_error is None else "stale: last reload failed"
         except Exception as exc:
             checks["policy"] = f"error: {type(exc).__name__}"
-        for name, backend in engine.resources.backends.items():
+        try:  # the backends the guards use (Redis when REDIS_URL or the policy names one)
+            ensure_backends(engine.resources.backends, engine.loaded.policy.backends)
+        except Exception as exc:
+            checks["backends"] = f"error: {type(exc).__name__}"
+        for name, backend in list(engine.resources.backends.items()):
+            if not callable(getattr(backend, "ping", None)):
+                continue
             try:
                 await asyncio.wait_for(_ping(backend), 1.0)
                 checks[f"backend:{name}"] = "ok"
             except Exception as exc:
                 checks[f"backend:{name}"] = f"error: {type(exc).__name__}"
-        if "backend:kv" not in checks and version is not None:
-            import os
-
-            url = os.environ.get("REDIS_URL") or engine.loaded.policy.backends.redis_url
-            if url:
-                try:
-                    await asyncio.wait_for(_redis_ping(url, 0.5), 1.0)
-                    checks["redis"] = "ok"
-                except Exception as exc:
-                    checks["redis"] = f"error: {type(exc).__name__}"
         ready = all(v == "ok" or v.startswith("stale") for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "profile": settings.profile,
                 "policy_version": version, "checks": checks}
