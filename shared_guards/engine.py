@@ -9,6 +9,7 @@ process: :meth:`GuardEngine.shared` returns one engine per policy path.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -44,7 +45,12 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()  # the coroutine's own clean-up (finish) runs on cancellation
+            raise
 
 
 _loop_thread: _LoopThread | None = None
@@ -162,7 +168,8 @@ class GuardEngine:
         dep = self.loaded.policy.resolve(identity)
         if dep is None:
             raise Unauthenticated(
-                "Unknown or missing identity: no department of the policy matches this caller.",
+                "Unknown or missing identity: no department of the policy matches this caller "
+                "(rule identity.unknown).",
                 rule_id="identity.unknown",
             )
         return dep
@@ -191,7 +198,12 @@ class GuardEngine:
                                 policy_version=self.loaded.version)
             self._audit(decision, None)
             return decision, None
-        decision = await self.pipeline(ctx.department).run_request(request, ctx)
+        try:
+            decision = await self.pipeline(ctx.department).run_request(request, ctx)
+        except asyncio.CancelledError:
+            # The caller gave up (sync timeout, client gone): release what guards reserved.
+            await asyncio.shield(self.finish(ctx, ok=False))
+            raise
         ctx.request = decision.request
         self._audit(decision, ctx)
         if decision.blocked:

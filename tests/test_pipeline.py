@@ -235,3 +235,34 @@ def test_module_class_guard_names(tmp_path: Path) -> None:
     engine = make_engine(tmp_path, [{"name": "tests.test_pipeline:SleepGuard", "id": "direct"}])
     decision, _ = engine.check_request_sync(req())
     assert [t.guard for t in decision.timings] == ["rbac", "direct"]
+
+
+class ReleaseGuard(Guard):
+    """Reserves on request, releases on completion (like a concurrency slot)."""
+
+    name: ClassVar[str] = "test_release"
+    Config = SleepConfig
+    released: ClassVar[list[str]] = []
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        await asyncio.sleep(self.config.seconds)  # type: ignore[attr-defined]
+        return GuardResult.allow()
+
+    async def on_complete(self, ctx: RequestContext, *, ok: bool) -> None:
+        ReleaseGuard.released.append(ctx.request_id)
+
+
+registry.register(ReleaseGuard)
+
+
+def test_sync_timeout_cancels_and_releases(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    ReleaseGuard.released.clear()
+    engine = make_engine(tmp_path, [{"name": "test_release", "timeout_ms": 10_000, "options": {"seconds": 5}}])
+    with pytest.raises(concurrent.futures.TimeoutError):
+        engine.check_request_sync(dataclasses.replace(req(), request_id="r-timeout"), timeout=0.2)
+    deadline = time.monotonic() + 3
+    while not ReleaseGuard.released and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ReleaseGuard.released == ["r-timeout"]
