@@ -60,13 +60,15 @@ _META_BEFORE = re.compile(
     r"chatbots?|bots?|assistants?|gpt|it|them|agents?|systems?|apps?|users?|attackers?|people|someone)"
     r"(?: from| to)?|says|said|saying|typed|types|writes|wrote|enters|entered|sends|sent|phrases?|"
     r"such as|like|e g|for example|example|examples|called|known as|the words|strings?|prompts? like|"
-    r"text like|detect|detecting|filter|filtering|classify|flag|flags)(?: the| a| an)? $")
+    r"text like|detect|detecting|filter|filtering|classify|flag|flags|what does|what do|what is|what s|"
+    r"meaning of|definition of|define|explain)(?: the| a| an)? $")
 _META_AFTER = re.compile(
     r"^ ?(?:\S+ )?(?:attacks?|injections?|jailbreaks?|phrases?|examples?|strings?|tricks?|techniques?|payloads?|"
     r"prompts? injection)\b")
 _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d\u00ab\u00bb\u201a\u201e")
 # Categories where "talked about" is a real difference (an instruction vs. a mention of one).
-_MENTION_CATEGORIES = frozenset({"instruction_override", "prompt_leak", "exfiltration", "indirect_injection"})
+_MENTION_CATEGORIES = frozenset({"instruction_override", "prompt_leak", "exfiltration", "indirect_injection",
+                                 "persona_jailbreak", "role_hijack"})
 
 
 def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None, original: str,
