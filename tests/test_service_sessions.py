@@ -105,3 +105,13 @@ def test_readyz_checks_the_backends(tmp_path: Any, monkeypatch: pytest.MonkeyPat
         assert r.json()["checks"]["policy"] == "ok"
         assert r.json()["checks"]["backend:kv"].startswith(check)
         assert c.get("/healthz").status_code == 200  # alive either way
+
+
+def test_ids_are_unique_and_context_ids_unguessable() -> None:
+    from shared_guards.service.guard_api import Ids
+
+    a, b = Ids(), Ids()
+    ctx_ids = {a.context_id() for _ in range(2000)} | {b.context_id() for _ in range(2000)}
+    assert len(ctx_ids) == 4000 and all(len(c) == 32 for c in ctx_ids)
+    req_ids = {a.request_id() for _ in range(100)}
+    assert len(req_ids) == 100 and not req_ids & {b.request_id() for _ in range(100)}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import itertools
 import secrets
 from typing import Any
 
@@ -17,6 +21,24 @@ from shared_guards.service.state import ServiceState, decision_out, header_ident
 from shared_guards.types import Action, Decision, Identity, Stage
 
 
+class Ids:
+    """Request ids (audit correlation: unique, not secret) and context ids (unguessable: an HMAC of
+    a counter under a per-process key). One ``os.urandom`` at start instead of one per request
+    (it costs ~0.8 ms per call on some virtual machines)."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)
+
+    def request_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+    def context_id(self) -> str:
+        n = next(self._counter).to_bytes(8, "big")
+        return base64.urlsafe_b64encode(hmac.new(self._key, n, hashlib.sha256).digest()[:24]).decode()
+
+
 def _unknown(context_id: str) -> HttpError:
     return HttpError(404, "Unknown or expired context id.", code="context_not_found", param="context_id")
 
@@ -24,6 +46,7 @@ def _unknown(context_id: str) -> HttpError:
 class GuardApi:
     def __init__(self, state: ServiceState) -> None:
         self.s = state
+        self.ids = Ids()
 
     def _identity(self, request: Request, obj: GuardRequestIn) -> Identity:
         fields = header_identity(request.headers)
@@ -46,14 +69,14 @@ class GuardApi:
         for key in ("max_tokens", "max_completion_tokens"):  # 2.0 → 2, as validated
             if body.get(key) is not None:
                 body[key] = getattr(obj.body, key)
-        request_id = obj.request_id or secrets.token_hex(16)
+        request_id = obj.request_id or self.ids.request_id()
         greq = parse_chat_request(body, self._identity(request, obj), request_id=request_id)
         decision, ctx = await self.s.engine.check_request(greq)
         self.s.metrics.decisions.labels("request", decision.action.value).inc()
         context_id = None
         if ctx is not None and not decision.blocked:
             if obj.expect_response:
-                context_id = secrets.token_urlsafe(24)
+                context_id = self.ids.context_id()
                 await self.s.sessions.put(context_id, ctx)
             else:
                 await self.s.engine.finish(ctx, ok=True)
