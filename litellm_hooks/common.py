@@ -55,10 +55,20 @@ def identity_from_auth(auth: Any) -> Identity:
     )
 
 
+class GuardHTTPException(HTTPException):
+    """An HTTPException that also carries the OpenAI ``type`` and ``param`` LiteLLM copies into
+    the client's error body (it reads them as attributes of the exception)."""
+
+    def __init__(self, violation: GuardViolation) -> None:
+        super().__init__(status_code=violation.http_status, detail=violation.message,
+                         headers=dict(violation.headers) or None)
+        self.type = violation.error_type
+        self.param = violation.param
+
+
 def http_error(violation: GuardViolation) -> HTTPException:
     """The exception LiteLLM turns into ``{"error": {message, type, code, param}}`` with the status.
 
-    LiteLLM's proxy maps ``HTTPException.detail`` to the error's ``message`` and the status to
-    ``code``; the rule id is in the message. Headers (``Retry-After``) pass through."""
-    return HTTPException(status_code=violation.http_status, detail=violation.message,
-                         headers=dict(violation.headers) or None)
+    LiteLLM's proxy maps ``detail`` to ``message``, our ``type``/``param`` attributes to theirs,
+    and the status to ``code``; the rule id is in the message. Headers (``Retry-After``) pass."""
+    return GuardHTTPException(violation)

@@ -96,6 +96,7 @@ def test_forbidden_model_with_openai_client(litellm_proxy: ProxyProcess) -> None
         litellm_proxy.client("sk-marketing").chat.completions.create(model="coder", messages=user("hi"))
     assert "rbac.model" in str(ei.value.message)
     assert isinstance(ei.value.body, dict) and ERROR_KEYS <= set(ei.value.body)
+    assert ei.value.body["type"] == "permission_error" and ei.value.body["param"] == "model"
 
 
 @pytest.mark.parametrize("key", ["sk-unknown", "sk-marketing-but-longer"])
@@ -127,7 +128,7 @@ def test_malformed_json_is_400(litellm_proxy: ProxyProcess, raw: bytes) -> None:
 def test_bad_shapes_are_4xx_not_500(litellm_proxy: ProxyProcess, body: dict[str, Any], param: str) -> None:
     r = litellm_proxy.post_chat(body, "sk-rnd")
     assert 400 <= r.status_code < 500, r.text
-    error_body(r)
+    assert error_body(r)["param"] == param
 
 
 def test_streaming_passes_and_is_audited(litellm_proxy: ProxyProcess) -> None:
