@@ -56,12 +56,13 @@ EDGE_RULES: dict[str, EdgeRule] = {
     "injection_pattern": EdgeRule("compiled pattern sets"),
     "injection_context": EdgeRule("context validation, pure Python"),
     "injection_semantic": EdgeRule("embedding model (torch): dropped", drop=True),
+    "pii_patterns": EdgeRule("PII pattern recognizers"),
     "injection": EdgeRule("pattern and context layers; the semantic layer (torch) is removed",
                           rewrite=_without_semantic_layer),
     # The PII guard analyzes with Presidio, whose import loads spaCy and torch: under edge the
     # pattern-only PII guard runs instead, with the same options and id (no NER entities).
     "pii": EdgeRule("PII pattern recognizers only (no NER: PERSON, LOCATION... not detected)",
-                    replace_with="shared_guards.guards.pii_patterns:PatternPIIGuard"),
+                    replace_with="pii_patterns"),
 }
 
 # Modules an edge process must never import (checked by tests and the benchmark).

@@ -26,6 +26,7 @@ BUILTIN_GUARDS: dict[str, str] = {
     "injection_context": "shared_guards.guards.injection_context:ContextGuard",
     "injection": "shared_guards.guards.injection:InjectionGuard",
     "pii": "shared_guards.guards.pii:PIIGuard",
+    "pii_patterns": "shared_guards.guards.pii_patterns:PatternPIIGuard",  # edge: no Presidio
     "quota": "shared_guards.guards.quota:QuotaGuard",
 }
 

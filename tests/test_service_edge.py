@@ -53,11 +53,11 @@ def test_edge_swaps_the_presidio_pii_guard_for_the_pattern_guard() -> None:
     data = {"defaults": {"guards": [{"name": "pii", "timeout_ms": 5000, "options": options}]},
             "departments": {"d": {"guards": [{"name": "pii", "id": "pii_strict"}]}}}
     out = edge_policy(data)
-    assert out["defaults"]["guards"] == [{"name": "shared_guards.guards.pii_patterns:PatternPIIGuard", "id": "pii",
+    assert out["defaults"]["guards"] == [{"name": "pii_patterns", "id": "pii",
                                           "timeout_ms": 5000, "options": options}]
     assert out["departments"]["d"]["guards"][0]["id"] == "pii_strict"
     demo = load_policy(REPO / "config" / "policy.yaml", profile_transform("edge"))
-    assert [s.name for s in demo.policy.guards_for("finance")][-1].endswith(":PatternPIIGuard")
+    assert [s.name for s in demo.policy.guards_for("finance")][-1] == "pii_patterns"
 
 
 @pytest.mark.parametrize("options, expected", [
