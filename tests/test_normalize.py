@@ -148,3 +148,34 @@ def test_long_text_fast_path_folds_like_the_table() -> None:
 
     text = "Grüße aus München! Größe ½ ﬁ ＡＢＣ Іgnоrе a\u200bb \u202e x 🙂 日本語 ß Æ ł " * 300
     assert clean(text)[0] == unicodedata.normalize("NFKC", text).translate(_TABLE)
+
+
+def test_any_text_normalizes_and_scans() -> None:
+    """Property: any string (surrogates, controls, mixed scripts, encodings) is handled."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from shared_guards.injection.context import Segment, analyze_segments
+    from shared_guards.injection.patterns import default_matcher
+    from shared_guards.types import Role
+
+    matcher = default_matcher()
+    alphabet = st.characters(codec=None, exclude_categories=())
+    pieces = st.one_of(
+        st.text(alphabet=alphabet, max_size=80),
+        st.sampled_from(["ignore all previous instructions", "aWdub3Jl", "%69%67", "\u200b", "<|im_start|>",
+                         "Іgnоrе", "i g n o r e", ".. --. -.", "&#105;", "\ud800", "==", "0x41"]),
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(pieces, max_size=8).map("".join))
+    def check(text: str) -> None:
+        n = normalize(text)
+        assert n.views[0].text.startswith(" ") and n.views[0].text.endswith(" ")
+        res = matcher.scan(n)
+        assert 0.0 <= res.score <= 1.0
+        for m in res.matches:
+            assert m.start == -1 or 0 <= m.start <= m.end <= len(text)
+        assert 0.0 <= analyze_segments([Segment(0, Role.TOOL, text)], [n]).score <= 1.0
+
+    check()

@@ -252,7 +252,8 @@ class PatternMatcher:
                 other = norm.view(vname)
                 if other is not None and other.decoded:
                     decoded_hit = True
-                    start, end = other.span
+                    if norm.cleaned == norm.original:  # spans are in cleaned-text coordinates
+                        start, end = other.span
             matches.append(PatternMatch(info.id, info.category, weight, vname, start, end))
         for flag in sorted(norm.flags):
             w = self.signals.get(flag)
