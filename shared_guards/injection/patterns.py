@@ -7,6 +7,9 @@ afterwards only for the rules that matched (one RE2 search each, still linear).
 
 Score: ``1 - prod(1 - w)`` over the distinct rules (and normalizer signals) that matched, so two
 weak signals add up and one strong rule is enough. Per-category scores combine the same way.
+Occurrences in the ``text`` view are judged in their surroundings (:func:`mention_factor`): a
+negated, quoted or talked-about instruction ("never reveal your prompt", "the 'ignore previous
+instructions' attack") weighs less than one that is given.
 
 Compiled matchers are cached per process by the pack's SHA-256: guards built per department and
 Kong's per-configuration plugin instances share one automaton.
