@@ -214,6 +214,7 @@ class PIIAnalyzer:
         dets = resolve_overlaps(dets)
         if Entity.PERSON in cand:
             dets = name_candidates(text, artifacts.tokens, dets)
+            dets = coordinated_names(text, dets)
             dets = propagate_names(text, dets)
         return tuple(dets)
 
@@ -376,12 +377,27 @@ def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detectio
             if all(d.entity == Entity.ORGANIZATION for d in clash):
                 out.append(Detection(Entity.PERSON.value, a, b, 0.5, "name_shape"))
         i = max(j, i + 1)
-    if not out:
-        return dets
+    taken = {(d.start, d.end) for d in out}
+    out += _org_names(text, dets, taken)
     taken = {(d.start, d.end) for d in out}
     keep = [d for d in dets if not (d.entity == Entity.ORGANIZATION
                                     and any(s < d.end and d.start < e for s, e in taken))]
     return sorted([*keep, *out], key=lambda d: (d.start, d.end))
+
+
+def _org_names(text: str, dets: list[Detection], taken: set[tuple[int, int]]) -> list[Detection]:
+    """spaCy ``sm`` often calls an unfamiliar personal name an ORG. An ORG span of one to three
+    name-shaped words (no company word, not all capitals) is taken as a PERSON at a lower score;
+    a wrongly pseudonymized company name is restored in the answer anyway."""
+    out = []
+    for d in dets:
+        if d.entity != Entity.ORGANIZATION or any(a < d.end and d.start < b for a, b in taken):
+            continue
+        words = text[d.start:d.end].split()
+        if 1 <= len(words) <= 3 and all(_name_like(w) or (len(w) == 2 and w[0].isupper() and w[1] == ".")
+                                        for w in words) and _name_like(words[0]):
+            out.append(Detection(Entity.PERSON.value, d.start, d.end, 0.45, "org_shaped_name"))
+    return out
 
 
 def _name_like(word: str) -> bool:
@@ -394,6 +410,36 @@ def _name_like(word: str) -> bool:
 
 
 _NAME_TOKEN = re.compile(r"[^\W\d_][\w'’\-]{2,}")
+
+
+_COORD_AFTER = re.compile(r"(?:,\s{0,2}|\s{1,2}and\s{1,2}|\s{0,2}&\s{0,2})([A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’\-]{1,30})(?![\w'’\-])")
+_COORD_BEFORE = re.compile(r"(?<![\w'’\-])([A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ'’\-]{1,30})(?:,\s{0,2}|\s{1,2}and\s{1,2}|\s{0,2}&\s{0,2})$")
+
+
+def coordinated_names(text: str, dets: list[Detection]) -> list[Detection]:
+    """Single name-shaped words listed with a detected name are names too:
+    "Marrero and Murphy", "Gaetane, Hannah, Anthony, Derek and Anna"."""
+    added: list[Detection] = []
+    frontier = [d for d in dets if d.entity == Entity.PERSON]
+    spans = [(d.start, d.end) for d in dets]
+    for _ in range(12):
+        new: list[Detection] = []
+        for d in frontier:
+            m = _COORD_AFTER.match(text, d.end)
+            if m and _name_like(m.group(1)):
+                new.append(Detection(Entity.PERSON.value, m.start(1), m.end(1), 0.45, "name_list"))
+            m = _COORD_BEFORE.search(text, max(0, d.start - 40), d.start)
+            if m and _name_like(m.group(1)):
+                new.append(Detection(Entity.PERSON.value, m.start(1), m.end(1), 0.45, "name_list"))
+        new = [x for x in new if not any(x.start < e and s < x.end for s, e in spans)]
+        if not new:
+            break
+        spans += [(x.start, x.end) for x in new]
+        added += new
+        frontier = new
+    if not added:
+        return dets
+    return sorted([*dets, *added], key=lambda d: (d.start, d.end))
 
 
 def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:

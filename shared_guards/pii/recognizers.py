@@ -307,18 +307,33 @@ def country_rules() -> list[Rule]:
 _NAME = r"[A-ZÀ-ÖØ-ÞĀ-ſ][\w'’\-]{1,30}"
 
 
+_LOWER_NAME = r"[a-zà-öø-ÿ][a-zà-öø-ÿ'’\-]{1,30}"
+_NOT_A_NAME = frozenset(
+    "a an the not no is was very so too just also really my your his her their our it this that here there what "
+    "unknown private secret confidential irrelevant important same different long short".split()
+)
+
+
+def _lower_name_ok(value: str) -> bool:
+    return all(w.casefold() not in _NOT_A_NAME for w in value.split())
+
+
 def person_rules() -> list[Rule]:
     p = Entity.PERSON
+    full = _NAME + r"(?:\s{1,2}(?:[A-Z]\.?\s{1,2})?" + _NAME + r"){0,2}"
     return [
         Rule(p, "person_honorific",
-             re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra)\.?\s{1,3}("
-                        + _NAME + r"(?:\s{1,2}(?:[A-Z]\.\s{1,2})?" + _NAME + r"){0,2})"),
+             re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra)\.?\s{1,3}(" + full + ")"),
              0.7, group=1),
         Rule(p, "person_cue",
              re.compile(r"(?i:\bmy name is|\bname\s{0,2}:|\bname is|\bi am|\bi'm|\bthis is|\bsigned|\bregards,|"
-                        r"\bsincerely,|\bpatient\s{0,2}:|\bcontact\s{0,2}:|\bdear)\s{1,3}("
-                        + _NAME + r"(?:\s{1,2}(?:[A-Z]\.\s{1,2})?" + _NAME + r"){0,2})"),
+                        r"\bsincerely,|\bpatient\s{0,2}:|\bcontact\s{0,2}:|\bdear|\bcalled|\bnamed)\s{1,8}(" + full + ")"),
              0.5, group=1),
+        # Lower-case names after an explicit name cue: "my name is lena andersson", "maiden name is nyberg".
+        Rule(p, "person_cue_lower",
+             re.compile(r"(?i:\b(?:my|her|his|their|your)\s(?:maiden\s|last\s|first\s|full\s|sur)?name\s(?:is|was)|"
+                        r"\bname\s{0,2}:)\s{1,8}(" + _LOWER_NAME + r"(?:\s(?:[a-z]\s)?" + _LOWER_NAME + r"){0,2})\b"),
+             0.5, group=1, validator=_lower_name_ok),
     ]
 
 
@@ -329,7 +344,9 @@ def age_rules() -> list[Rule]:
     return [
         Rule(Entity.AGE, "age_years_old",
              re.compile(r"(?i)\b(\d{1,3})(?:\s?|-)(?:years?[\s-]old|y/o|yrs?[\s-]old|year-old|yo\b)"), 0.6, group=1),
-        Rule(Entity.AGE, "age_cue", re.compile(r"(?i)\b(?:aged?|age\s?:)\s{0,2}(\d{1,3})\b"), 0.5, group=1),
+        Rule(Entity.AGE, "age_cue", re.compile(r"(?i)\b(?:aged?|age\s?:|age of|turned|turn|turning|turns|"
+                                               r"when (?:he|she|i|they|we) (?:was|were))\s{1,2}(\d{1,3})\b(?![.,:/]\d)"),
+             0.5, group=1),
     ]
 
 
