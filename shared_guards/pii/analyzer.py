@@ -152,7 +152,7 @@ class PIIAnalyzer:
             rec.RuleRecognizer("slg_mrn", rec.mrn_rules(s.mrn_patterns)),
             rec.RuleRecognizer("slg_cards", rec.card_rules()),
             rec.RuleRecognizer("slg_ages", rec.age_rules()),
-            rec.RuleRecognizer("slg_countries", rec.country_rules()),
+            rec.RuleRecognizer("slg_countries", rec.country_rules() + rec.place_cue_rules()),
             rec.RuleRecognizer("slg_licenses", rec.license_rules()),
             rec.RuleRecognizer("slg_ibans", rec.iban_rules()),
         ]
@@ -358,6 +358,13 @@ _NOT_NAME_WORDS = frozenset(
 _STOP: frozenset[str] = frozenset(English.Defaults.stop_words)
 
 
+_PLACE_WORDS = frozenset(
+    """port station cite cité country club bridge valley beach island isle bay harbor harbour village town
+    district county city park river lake mount mountain fort springs falls heights hills creek point cape
+    saint san santa sankt sint""".split()
+)
+
+
 def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detection]:
     """Runs of two or three Title-case words that nothing else claimed (or that NER called an
     organization) are likely a person's name: "Customer Margarethe Okonkwo disputes ...".
@@ -367,21 +374,33 @@ def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detectio
     i, n = 0, len(toks)
     while i < n:
         j = i
-        while j < n and j - i < 4 and _name_like(toks[j].text):
-            j += 1
+        place = False
+        while j < n and j - i < 4:
+            w = toks[j].text
+            if _name_like(w):
+                j += 1
+            elif w[:1].isupper() and w.casefold() in _PLACE_WORDS:
+                place = True
+                j += 1
+            else:
+                break
         followed_by_number = j < n and toks[j].like_num
         preceded_by_number = i > 0 and toks[i - 1].like_num
         if j - i >= 2 and not followed_by_number and not preceded_by_number:
             a, b = toks[i].idx, toks[j - 1].idx + len(toks[j - 1].text)
             clash = [d for d in dets if d.start < b and a < d.end]
-            if all(d.entity == Entity.ORGANIZATION for d in clash):
+            if place and all(d.entity in (Entity.ORGANIZATION, Entity.PERSON, Entity.LOCATION) for d in clash):
+                out.append(Detection(Entity.LOCATION.value, a, b, 0.55, "place_shape"))
+            elif not place and all(d.entity == Entity.ORGANIZATION for d in clash):
                 out.append(Detection(Entity.PERSON.value, a, b, 0.5, "name_shape"))
         i = max(j, i + 1)
     taken = {(d.start, d.end) for d in out}
     out += _org_names(text, dets, taken)
     taken = {(d.start, d.end) for d in out}
-    keep = [d for d in dets if not (d.entity == Entity.ORGANIZATION
-                                    and any(s < d.end and d.start < e for s, e in taken))]
+    placed = [(d.start, d.end) for d in out if d.entity == Entity.LOCATION]
+    keep = [d for d in dets
+            if not (d.entity == Entity.ORGANIZATION and any(s < d.end and d.start < e for s, e in taken))
+            and not (d.rule == "SpacyRecognizer" and any(s < d.end and d.start < e for s, e in placed))]
     return sorted([*keep, *out], key=lambda d: (d.start, d.end))
 
 

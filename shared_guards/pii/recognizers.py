@@ -296,6 +296,21 @@ def _country_names() -> list[str]:
     return sorted((n for n in names if n and "," not in n and n not in _AMBIGUOUS_COUNTRIES), key=len, reverse=True)
 
 
+_PLACE_NAME = r"(?:[A-ZÀ-ÖØ-Þ][\w'’\-]{1,30}|[A-ZÀ-ÖØ-Þ]{2,30})"
+
+
+def place_cue_rules() -> list[Rule]:
+    """A capitalized name after a place cue: "flew to LEPPEN", "lives in Tobel", "I am in ΛΕΥΚΩΣΙΑ"."""
+    return [Rule(Entity.LOCATION, "place_cue",
+                 re.compile(r"(?i:\b(?:flew|fly|flying|moved|move|moving|travel(?:l?ed|l?ing)?|trip|drive|drove|"
+                            r"relocat(?:e|ed|ing)|return(?:ed|ing)?)\s(?:back\s)?to|\b(?:lives?|living|lived|born|"
+                            r"located|based|stationed|stay(?:s|ed|ing)?|arrived|raised|grew up|i am|i'm|we are|"
+                            r"he is|she is|they are)\s(?:here\s)?in|\boriginally from|\bcomes? from|\bvisit(?:ed|ing)?)"
+                            r"\s{1,3}(" + _PLACE_NAME + r"(?:[ \-](?:de|del|la|le|di|da|do|am|an|upon|on)?\s?" + _PLACE_NAME
+                            + r"){0,3})"),
+                 0.9, group=1)]
+
+
 def country_rules() -> list[Rule]:
     names = _country_names()
     alts = "|".join(re.escape(n) for n in names) + "|" + "|".join(re.escape(n.upper()) for n in names if len(n) > 4)
