@@ -351,8 +351,13 @@ _NOT_NAME_WORDS = frozenset(
     labs media health energy foods motors airlines global international industries enterprises associates
     foundation institute agency council ministry committee association society act day weekly daily times news
     info information statement royal princess prince king queen lord lady big great good best top first last
-    next old little love personal private public general national federal civil rights law""".split()
+    next old little love personal private public general national federal civil rights law incorporated research
+    finance financial bioscience biosciences power insight insights explorer data analytics technology tech
+    networks network digital cloud ventures studios entertainment pharma therapeutics trust credit resources
+    logistics realty properties communications telecom brands life sciences science medical care learning""".split()
 )
+_ORG_SUFFIXES = ("soft", "ware", "group", "corp", "tech", "data", "ability", "ify", "works", "labs", "bank",
+                 "metrics", "logic", "media", "point", "force", "hub")
 
 
 _STOP: frozenset[str] = frozenset(English.Defaults.stop_words)
@@ -413,6 +418,8 @@ def _org_names(text: str, dets: list[Detection], taken: set[tuple[int, int]]) ->
         if d.entity != Entity.ORGANIZATION or any(a < d.end and d.start < b for a, b in taken):
             continue
         words = text[d.start:d.end].split()
+        if any(w.casefold().endswith(_ORG_SUFFIXES) for w in words):
+            continue
         if 1 <= len(words) <= 3 and all(_name_like(w) or (len(w) == 2 and w[0].isupper() and w[1] == ".")
                                         for w in words) and _name_like(words[0]):
             out.append(Detection(Entity.PERSON.value, d.start, d.end, 0.45, "org_shaped_name"))
