@@ -54,7 +54,9 @@ def _check_error(err: dict[str, Any], rule: str, index: int, secret: str) -> Non
         assert rule in err["message"]
     else:  # any injection rule, named in the message
         assert "(rule " in err["message"]
-    assert f"message {index}" in err["message"]
+    # the injection_pattern/injection_context guards name the message; the combined `injection`
+    # guard (which may answer first: content guards run concurrently) names the layer
+    assert f"message {index}" in err["message"] or "layer " in err["message"]
     for fragment in ("previous instructions", "collector.example", secret[:20]):
         assert fragment not in err["message"]
 
@@ -94,13 +96,13 @@ def test_litellm_audit_records_name_rule_and_layer(litellm_proxy: ProxyProcess) 
     rec = None
     while time.monotonic() < deadline and rec is None:
         for x in reversed(litellm_proxy.audit_records()):
-            if any(f.get("rule_id") == "override.ignore_previous" for f in x.get("findings", [])):
+            if any(str(f.get("rule_id", "")).endswith("override.ignore_previous") for f in x.get("findings", [])):
                 rec = x
                 break
         time.sleep(0.2)
     assert rec is not None, "no audit record with the injection finding"
-    f = next(f for f in rec["findings"] if f.get("rule_id") == "override.ignore_previous")
-    assert f.get("layer") == "pattern" and f.get("guard") == "injection_pattern"
+    f = next(f for f in rec["findings"] if str(f.get("rule_id", "")).endswith("override.ignore_previous"))
+    assert f.get("layer") == "pattern" and f.get("guard") in ("injection_pattern", "injection")
     assert marker not in str(rec) and "previous instructions" not in str(rec)
 
 
