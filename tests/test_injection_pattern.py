@@ -336,3 +336,20 @@ def test_doc_example_output_is_current() -> None:
     namespace: dict[str, object] = {}
     exec(first, namespace)
     assert eval(expression, namespace) == ast.literal_eval(shown.strip())
+
+
+def test_doc_policy_example_validates() -> None:
+    """The policy snippet at the top of docs/injection.md is a valid policy."""
+    import re
+
+    import yaml
+
+    from shared_guards.policy import parse_policy
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "injection.md").read_text()
+    block = re.search(r"```yaml\n(defaults:\n.*?)```", doc, re.S)
+    assert block is not None
+    loaded = parse_policy(yaml.safe_load(block.group(1)))
+    specs = {s.guard_id: s for s in loaded.policy.guards_for("research")}
+    assert specs["injection_pattern"].action.value == "alert"
+    assert loaded.guard_config("research", "injection_context").canary is True  # type: ignore[attr-defined]
