@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from shared_guards.errors import ContentViolation
-from shared_guards.guard import Guard, GuardConfig, RequestContext, StreamFilter
+from shared_guards.errors import ConfigError, ContentViolation
+from shared_guards.guard import Guard, GuardConfig, RequestContext, Resources, StreamFilter
 from shared_guards.types import (
     Action,
     Choice,
@@ -128,6 +128,18 @@ class EdgeAwareGuard(Guard):
     @classmethod
     def edge_options(cls, options: dict[str, Any]) -> dict[str, Any] | None:
         return None if options.get("heavy") else {**options, "mode": "edge"}
+
+    async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
+        return GuardResult.allow()
+
+
+class BrokenArtifactGuard(Guard):
+    """Cannot be built (like a guard whose model file is missing or malformed)."""
+
+    name: ClassVar[str] = "svc_test_broken"
+
+    def __init__(self, config: GuardConfig, resources: Resources) -> None:
+        raise ConfigError("svc_test_broken: artifact missing")
 
     async def check_request(self, request: GuardRequest, ctx: RequestContext) -> GuardResult:
         return GuardResult.allow()

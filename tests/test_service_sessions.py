@@ -115,3 +115,18 @@ def test_ids_are_unique_and_context_ids_unguessable() -> None:
     assert len(ctx_ids) == 4000 and all(len(c) == 32 for c in ctx_ids)
     req_ids = {a.request_id() for _ in range(100)}
     assert len(req_ids) == 100 and not req_ids & {b.request_id() for _ in range(100)}
+
+
+def test_a_department_that_cannot_be_built_fails_readiness(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLG_AUDIT_PATH", str(tmp_path / "audit.jsonl"))
+    policy = REPO / "tests" / "policies" / "service_broken.yaml"
+    with TestClient(create_app(ServiceSettings(policy_path=str(policy), allow_anonymous=True))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["pipeline:rnd"] == "error: ConfigError"
+        assert "pipeline:finance" not in r.json()["checks"]
+        chat = {"body": {"model": "general", "messages": [{"role": "user", "content": "hi"}]}}
+        r = c.post("/v1/guard/request", json={**chat, "identity": {"team": "rnd"}})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "guard_unavailable"
+        assert "artifact" not in r.json()["error"]["message"]
+        r = c.post("/v1/guard/request", json={**chat, "identity": {"team": "finance"}})
+        assert r.status_code == 200 and r.json()["action"] == "allow"

@@ -68,6 +68,12 @@ def create_app(settings: ServiceSettings, engine: GuardEngine | None = None) -> 
             checks["policy"] = "ok" if engine.store.last_error is None else "stale: last reload failed"
         except Exception as exc:
             checks["policy"] = f"error: {type(exc).__name__}"
+        for department, error in warm_errors.items():
+            try:
+                engine.pipeline(department)  # built since (e.g. a fixed policy or artifact)?
+                checks[f"pipeline:{department}"] = "ok"
+            except Exception:
+                checks[f"pipeline:{department}"] = f"error: {error}"
         try:  # the backends the guards use (Redis when REDIS_URL or the policy names one)
             ensure_backends(engine.resources.backends, engine.loaded.policy.backends)
         except Exception as exc:
@@ -99,8 +105,22 @@ def create_app(settings: ServiceSettings, engine: GuardEngine | None = None) -> 
         return error_response(exc.status_code, str(exc.detail), code=code,
                               headers=dict(exc.headers) if exc.headers else None)
 
+    warm_errors: dict[str, str] = {}
+
+    def warm_up() -> None:
+        """Build every department's pipeline (models, rule packs) before traffic arrives; a
+        department whose guards cannot be built makes /readyz fail, naming it."""
+        for department in engine.loaded.policy.departments:
+            try:
+                engine.pipeline(department)
+            except Exception as exc:
+                log.error("department %s: pipeline not built: %s", department, exc)
+                warm_errors[department] = type(exc).__name__
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.warm_up:
+            warm_up()  # in the loop's thread: no traffic is accepted before start-up completes
         async def sweeper() -> None:
             while True:
                 await asyncio.sleep(settings.sweep_interval)

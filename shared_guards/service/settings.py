@@ -81,6 +81,8 @@ class ServiceSettings:
     # may be cut at the end of what arrived so far).
     stream_holdback: int = 128
     sweep_interval: float = 5.0
+    # Build every department's pipeline at start-up (models load before the first request).
+    warm_up: bool = True
 
     def __post_init__(self) -> None:
         if not (self.tokens.enabled or self.mtls or self.allow_anonymous):
