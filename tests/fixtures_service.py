@@ -23,7 +23,7 @@ import pytest
 from tests.fixtures_litellm import OFFLINE_ENV, REPO, free_port
 
 SERVICE_POLICY = REPO / "tests" / "policies" / "service.yaml"
-START_TIMEOUT = float(os.environ.get("SLG_SERVICE_START_TIMEOUT", "90"))
+START_TIMEOUT = float(os.environ.get("SLG_SERVICE_START_TIMEOUT", "180"))
 # One random service token per test session (schemathesis needs it at collection time).
 SESSION_TOKEN = "slg-test-" + secrets.token_hex(16)
 
