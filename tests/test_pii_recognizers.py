@@ -91,6 +91,13 @@ POSITIVE = [
     ("Ship to PSC 3294, Box 9168\nAPO AA 61487", Entity.STREET_ADDRESS, ["PSC 3294, Box 9168\nAPO AA 61487"]),
     ("Please ask Dr. Maria Kowalski about it", Entity.PERSON, ["Maria Kowalski"]),
     ("She was born on 2/8/1935.", Entity.DATE_TIME, ["2/8/1935"]),
+    ("Mr. Leiva flew to LEPPEN on Tuesday morning.", Entity.LOCATION, ["LEPPEN"]),
+    ("Mr. Leiva flew to LEPPEN on Tuesday morning.", Entity.DATE_TIME, ["Tuesday"]),
+    ("Ship it to Norway or Portugal", Entity.LOCATION, ["Norway", "Portugal"]),
+    ("please block my card asap, my name is lena andersson.", Entity.PERSON, ["lena andersson"]),
+    ("Customer Margarethe Okonkwo disputes a charge", Entity.PERSON, ["Margarethe Okonkwo"]),
+    ("They had 3: Gaetane, Hannah and Derek Walcott.", Entity.PERSON, ["Gaetane", "Hannah", "Derek Walcott"]),
+    ("My brother just turned 47", Entity.AGE, ["47"]),
     ("see https://www.example.com/path?q=1 for details", Entity.URL, ["https://www.example.com/path?q=1"]),
 ]
 

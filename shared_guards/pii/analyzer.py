@@ -194,7 +194,7 @@ class PIIAnalyzer:
             elif e in (Entity.STREET_ADDRESS, Entity.MEDICAL_RECORD_NUMBER, Entity.AGE):
                 ok = digits >= 1
             elif e in NER_ENTITIES:
-                ok = upper > 0 or digits >= 4
+                ok = upper > 0 or digits >= 4 or (e == Entity.PERSON and "name" in text.lower())
             else:
                 ok = True
             if ok:

@@ -31,7 +31,11 @@ _NOT_ANCHORS = frozenset(
     been do does did can could would should will shall may might must have has had my your our their his
     her its we you he she they it me us them if in on at for and but or so of to from by with as about
     please hi hello hey dear thanks thank yes no ok okay here there let also then now not all any some
-    each every one two three no. re fw fwd subject note i'm i've i'd i'll it's what's""".split()
+    each every one two three no. re fw fwd subject note i'm i've i'd i'll it's what's
+    write explain summarize summarise create translate generate give tell describe list make show find help
+    provide compare draft rewrite act imagine suggest plan design analyze analyse calculate convert fix add use
+    read answer classify identify extract edit review check continue consider ignore pretend assume output
+    return print implement build develop produce respond reply keep start stop update send ask let's yes""".split()
 )
 
 _STOP = frozenset(English.Defaults.stop_words)

@@ -296,7 +296,9 @@ def _country_names() -> list[str]:
     return sorted((n for n in names if n and "," not in n and n not in _AMBIGUOUS_COUNTRIES), key=len, reverse=True)
 
 
-_PLACE_NAME = r"(?:[A-ZÀ-ÖØ-Þ][\w'’\-]{1,30}|[A-ZÀ-ÖØ-Þ]{2,30})"
+_PLACE_NAME = (r"(?!(?i:(?:mon|tues|wednes|thurs|fri|satur|sun)day|january|february|march|april|may|june|july|"
+               r"august|september|october|november|december|today|tomorrow|yesterday)\b)"
+               r"(?:[A-ZÀ-ÖØ-Þ][\w'’\-]{1,30}|[A-ZÀ-ÖØ-Þ]{2,30})")
 
 
 def place_cue_rules() -> list[Rule]:
@@ -306,7 +308,7 @@ def place_cue_rules() -> list[Rule]:
                             r"relocat(?:e|ed|ing)|return(?:ed|ing)?)\s(?:back\s)?to|\b(?:lives?|living|lived|born|"
                             r"located|based|stationed|stay(?:s|ed|ing)?|arrived|raised|grew up|i am|i'm|we are|"
                             r"he is|she is|they are)\s(?:here\s)?in|\boriginally from|\bcomes? from|\bvisit(?:ed|ing)?)"
-                            r"\s{1,3}(" + _PLACE_NAME + r"(?:[ \-](?:de|del|la|le|di|da|do|am|an|upon|on)?\s?" + _PLACE_NAME
+                            r"\s{1,3}(" + _PLACE_NAME + r"(?:[ \-](?:(?:de|del|la|le|di|da|do|upon|sur|im)\s)?" + _PLACE_NAME
                             + r"){0,3})"),
                  0.9, group=1)]
 
