@@ -40,7 +40,7 @@ from shared_guards.types import GuardRequest, GuardResult, Role
 
 class LayerWeights(GuardConfig):
     pattern: float = Field(1.0, ge=0.0, le=1.0)
-    semantic: float = Field(1.0, ge=0.0, le=1.0)
+    semantic: float = Field(0.8, ge=0.0, le=1.0)
     context: float = Field(1.0, ge=0.0, le=1.0)
 
 
@@ -48,6 +48,13 @@ class PatternOptions(GuardConfig):
     rules_path: str | None = Field(None, description="rule pack file (default: the bundled signed core pack)")
     trusted_key_dirs: list[str] = Field(default_factory=list)
     require_signature: bool = True
+
+
+class ContextOptions(GuardConfig):
+    data_roles: list[Role] = Field(
+        default_factory=lambda: [Role.TOOL, Role.FUNCTION, Role.DOCUMENT],
+        description="roles whose content is data: imperatives to the assistant there are indirect injection",
+    )
 
 
 class InjectionConfig(GuardConfig):
@@ -58,7 +65,7 @@ class InjectionConfig(GuardConfig):
     short_circuit: float = Field(0.9, ge=0.0, le=1.0, description="skip the model when cheap layers reach this")
     pattern: PatternOptions = Field(default_factory=PatternOptions)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
-    context: dict[str, Any] = Field(default_factory=dict, description="options of the context layer")
+    context: ContextOptions = Field(default_factory=ContextOptions)
 
 
 def build_detector(cfg: InjectionConfig, policy_dir: str = ".") -> CombinedDetector:
@@ -102,8 +109,16 @@ def _pattern_source(opts: PatternOptions, policy_dir: str) -> Callable[[], Any]:
     return current
 
 
-def _context_layer(options: dict[str, Any]) -> Callable[[Sequence[Segment], Sequence[Any]], list[ContextSignal]] | None:
-    return None
+def _context_layer(opts: ContextOptions) -> Callable[[Sequence[Segment], Sequence[Any]], list[ContextSignal]]:
+    from shared_guards.injection.context import analyze_segments
+
+    data_roles = frozenset(opts.data_roles)
+
+    def run(segments: Sequence[Segment], norms: Sequence[Any]) -> list[ContextSignal]:
+        res = analyze_segments(segments, norms, data_roles=data_roles)
+        return [ContextSignal(f"injection.{f.rule_id}", f.score, f.message_index, f.category) for f in res.findings]
+
+    return run
 
 
 class InjectionGuard(Guard):

@@ -31,7 +31,7 @@ class SemanticConfig(GuardConfig):
     chunk_overlap: int = Field(64, ge=0)
     max_chunks: int = Field(32, ge=1, description="windows per segment (evenly spaced beyond this)")
     batch_size: int = Field(32, ge=1)
-    preload: bool = Field(False, description="load the model when the guard is built, not on first use")
+    preload: bool = Field(True, description="load the model when the guard is built (not on the first request)")
 
 
 def settings_from(cfg: SemanticConfig, base_dir: str = ".") -> SemanticSettings:

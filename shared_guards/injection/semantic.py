@@ -283,7 +283,8 @@ class Head:
     b2: FloatArray | None
     exemplars: FloatArray  # (n, d), L2-normalized attack embeddings
     knn_k: int
-    stack: FloatArray  # [w_head_logit, w_knn, bias]
+    prototypes: FloatArray  # (m, d) embeddings of generic attack-intent sentences
+    stack: FloatArray  # [w_head_logit, w_knn, w_prototype, bias]
     threshold: float  # on the stacked probability: the operating point mapped to 0.5
     meta: dict[str, Any]
 
@@ -305,6 +306,7 @@ class Head:
                 b2=data["b2"].astype(np.float32) if has_mlp else None,
                 exemplars=data["exemplars"].astype(np.float32),
                 knn_k=int(data["knn_k"]),
+                prototypes=data["prototypes"].astype(np.float32),
                 stack=data["stack"].astype(np.float32),
                 threshold=float(data["threshold"]),
                 meta=meta,
@@ -331,8 +333,17 @@ class Head:
         top = np.partition(sims, -k, axis=1)[:, -k:]
         return np.asarray(top.mean(axis=1), dtype=np.float32)
 
+    def prototype_sim(self, emb: FloatArray) -> FloatArray:
+        """Mean of the 3 highest cosine similarities to the attack-intent prototypes."""
+        if len(self.prototypes) == 0 or len(emb) == 0:
+            return np.zeros(len(emb), dtype=np.float32)
+        sims = emb @ self.prototypes.T
+        k = min(3, sims.shape[1])
+        return np.asarray(np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1), dtype=np.float32)
+
     def proba(self, emb: FloatArray) -> FloatArray:
-        z = self.stack[0] * self.head_logit(emb) + self.stack[1] * self.knn(emb) + self.stack[2]
+        z = (self.stack[0] * self.head_logit(emb) + self.stack[1] * self.knn(emb)
+             + self.stack[2] * self.prototype_sim(emb) + self.stack[3])
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), dtype=np.float32)
 
 

@@ -212,28 +212,35 @@ def fit_and_report(corpus: Corpus, emb: np.ndarray[Any, Any], owner: np.ndarray[
     # Grouped (leave-one-source-out) out-of-fold features: head logit and exemplar similarity.
     oof_z = np.zeros(len(emb), dtype=np.float32)
     oof_k = np.zeros(len(emb), dtype=np.float32)
+    protos = _prototypes(args)
+    proto = _knn(emb, protos, 3)  # untrained: no fold needed
     groups = np.asarray(corpus.groups)
     if not args.no_cv:
+        from sklearn.model_selection import GroupKFold
+
         t0 = time.time()
-        for g in sorted(set(corpus.groups)):
-            test_rows = all_rows[groups == g]
-            fit = _fit_fold(all_rows[groups != g], labels, emb, owner, c)
+        for train_rows, test_rows in GroupKFold(n_splits=args.folds).split(all_rows, labels, groups):
+            fit = _fit_fold(train_rows, labels, emb, owner, c)
             tw = np.nonzero(np.isin(owner, test_rows))[0]
             oof_z[tw] = emb[tw] @ fit.w1[:, 0] + fit.b1[0]
             oof_k[tw] = _knn(emb[tw], fit.exemplars, k)
-        print(f"grouped CV over {len(set(corpus.groups))} sources in {time.time() - t0:.0f} s", file=sys.stderr)
+        print(f"{args.folds}-fold CV grouped by source ({len(set(corpus.groups))} sources) in {time.time() - t0:.0f} s",
+              file=sys.stderr)
     # Stacker on the out-of-fold row maxima (3 numbers; fitted on OOF values).
     from sklearn.linear_model import LogisticRegression
 
-    feats = np.stack([_row_max(oof_z, owner, n), _row_max(oof_k, owner, n)], axis=1)
+    feats = np.stack([_row_max(oof_z, owner, n), _row_max(oof_k, owner, n), _row_max(proto, owner, n)], axis=1)
     stacker = LogisticRegression(C=1.0, class_weight="balanced", random_state=SEED).fit(feats, labels)
-    stack = np.asarray([stacker.coef_[0, 0], stacker.coef_[0, 1], stacker.intercept_[0]], dtype=np.float32)
+    stack = np.asarray([*stacker.coef_[0], stacker.intercept_[0]], dtype=np.float32)
 
     def proba(z: np.ndarray[Any, Any], kn: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return np.asarray(1 / (1 + np.exp(-np.clip(stack[0] * z + stack[1] * kn + stack[2], -30, 30))))
+        return np.asarray(1 / (1 + np.exp(-np.clip(stack[0] * z + stack[1] * kn + stack[2] * proto + stack[3],
+                                                   -30, 30))))
 
     oof = _row_max(proba(oof_z, oof_k), owner, n)
-    benign = oof[labels == 0]
+    # Operating point: the target FPR on benign chat/task rows (out of fold).
+    easy = np.isin(np.asarray(corpus.categories), BENIGN_EASY) & (labels == 0)
+    benign = oof[easy] if easy.any() else oof[labels == 0]
     thr = float(np.quantile(benign, 1 - args.target_fpr)) if len(benign) else 0.5
     report["stack"] = stack.tolist()
     report["threshold"] = thr
@@ -255,6 +262,7 @@ def fit_and_report(corpus: Corpus, emb: np.ndarray[Any, Any], owner: np.ndarray[
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, w1=fit.w1.astype(np.float32), b1=fit.b1.astype(np.float32),
                         exemplars=ex[keep].astype(np.float16), knn_k=np.int64(k), stack=stack,
+                        prototypes=protos.astype(np.float32),
                         threshold=np.float64(thr), meta=np.asarray(json.dumps(meta)))
     # Full-data (not cross-validated) fit of the shipped artifact on the eval rows.
     z_full = emb @ fit.w1[:, 0] + fit.b1[0]
@@ -267,6 +275,14 @@ def fit_and_report(corpus: Corpus, emb: np.ndarray[Any, Any], owner: np.ndarray[
     if args.oof_out and not args.no_cv:
         np.savez(args.oof_out, ids=np.asarray(corpus.ids), oof=oof, labels=labels)
     return 0
+
+
+def _prototypes(args: argparse.Namespace) -> np.ndarray[Any, Any]:
+    """Embeddings of the generic attack-intent sentences (one per line of ``--prototypes``)."""
+    lines = [ln.strip() for ln in Path(args.prototypes).read_text(encoding="utf-8").splitlines()]
+    texts = [ln for ln in lines if ln and not ln.startswith("#")]
+    emb, _ = get_encoder(args.model_path).embed(texts)
+    return emb
 
 
 def _dedupe(ex: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any]:
@@ -295,12 +311,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--embed-only", action="store_true", help="only build the embedding cache")
     ap.add_argument("--no-cv", action="store_true", help="skip grouped cross-validation")
     ap.add_argument("--target-fpr", type=float, default=0.02, help="benign FPR at which the threshold is set")
-    ap.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic head")
+    ap.add_argument("--c", type=float, default=0.3, help="inverse L2 strength of the logistic head")
     ap.add_argument("--knn-k", type=int, default=3)
     ap.add_argument("--max-exemplars", type=int, default=3000)
+    ap.add_argument("--chunk-tokens", type=int, default=SemanticSettings.chunk_tokens)
+    ap.add_argument("--chunk-overlap", type=int, default=SemanticSettings.chunk_overlap)
+    ap.add_argument("--max-chunks", type=int, default=SemanticSettings.max_chunks)
+    ap.add_argument("--folds", type=int, default=8, help="grouped CV folds (groups = source)")
+    ap.add_argument("--prototypes", default=str(DEFAULT_HEAD.parent / "prototypes.txt"))
     ap.add_argument("--oof-out", help="write out-of-fold row scores (npz) for analysis")
     args = ap.parse_args(argv)
-    settings = SemanticSettings(model_path=args.model_path)
+    settings = SemanticSettings(model_path=args.model_path, chunk_tokens=args.chunk_tokens,
+                                chunk_overlap=args.chunk_overlap, max_chunks=args.max_chunks)
     corpus = load_rows(args.data)
     print(f"{len(corpus.texts)} rows, {int(corpus.labels.sum())} attacks, {len(set(corpus.groups))} sources",
           file=sys.stderr)
