@@ -77,13 +77,13 @@ def uk_nino_ok(value: str) -> bool:
 
 
 def us_ssn_ok(value: str) -> bool:
-    """SSA rules: area not 000/666/9xx, group not 00, serial not 0000, not all one digit."""
+    """SSA structure: area not 000/666/9xx, group not 00, serial not 0000, not all one digit.
+    Published sample numbers (078-05-1120, 123-45-6789) are *not* rejected: in a prompt they are
+    still meant as an SSN, and masking them costs nothing."""
     ds = digits_only(value)
     if len(ds) != 9 or len(set(ds)) == 1:
         return False
-    if ds[:3] in ("000", "666") or ds[0] == "9" or ds[3:5] == "00" or ds[5:] == "0000":
-        return False
-    return ds not in ("123456789", "078051120", "219099999")
+    return not (ds[:3] in ("000", "666") or ds[0] == "9" or ds[3:5] == "00" or ds[5:] == "0000")
 
 
 _B64ISH = set(string.ascii_letters + string.digits + "+/_-=.")
