@@ -120,3 +120,15 @@ def test_scanning_stream_blocks_secrets(detector: PIIDetector) -> None:
     with pytest.raises(ContentViolation) as exc:
         run(f, ["Here is the key: AKIAIOSFO", "DNN7EXAMPLE and more text follows here."])
     assert exc.value.rule_id == "pii.block.SECRET" and "AKIA" not in exc.value.message
+
+
+def test_private_key_split_over_many_chunks_never_leaks(detector: PIIDetector) -> None:
+    f = PIIStreamFilter(detector, CONFIG, Vault())
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n" + "qwertyuiopasdfghjklzxcvbnm\n" * 40 + "-----END RSA PRIVATE KEY-----"
+    text = "Sure, here is the key you asked for. " * 8 + pem + " Keep it safe."
+    out = ""
+    with pytest.raises(ContentViolation):
+        for k in range(0, len(text), 40):
+            out += f.feed(text[k:k + 40])
+        out += f.flush()
+    assert "qwertyuiop" not in out and out.startswith("Sure, here is the key")

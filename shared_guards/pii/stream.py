@@ -19,6 +19,7 @@ from shared_guards.pii.vault import PLACEHOLDER_RE, Vault, hold_point
 
 OnHits = Callable[[list[Hit]], None]
 _CONTEXT_CHARS = 48
+_MAX_PEM_HOLD = 16_384
 
 
 def block_violation(entities: list[str], stage: str) -> ContentViolation:
@@ -95,6 +96,13 @@ class PIIStreamFilter(StreamFilter):
             return ""
         hits = self._hits(buf, choice_index)
         cut = safe_cut(buf, len(buf) - hold, hits)
+        begin = buf.rfind("-----BEGIN", 0, cut)
+        if begin >= 0 and "-----END" not in buf[begin:] and len(buf) - begin <= _MAX_PEM_HOLD:
+            # an unfinished private-key block: hold it (at most _MAX_PEM_HOLD) until its END line
+            if begin == 0:
+                self._pending[choice_index] = buf
+                return ""
+            cut = begin
         if cut <= 0:  # one detection longer than the buffer: emit up to its end
             cut = max((h.end for h in hits), default=len(buf))
         self._pending[choice_index] = buf[cut:]
