@@ -72,7 +72,8 @@ def _part(raw: Any, mi: int, pi: int) -> ContentPart:
     kind_name = raw.get("type")
     kind = _PART_KINDS.get(str(kind_name))
     if kind is None:
-        raise _bad(f"messages[{mi}].content[{pi}].type {kind_name!r} is not supported.")
+        raise _bad(f"messages[{mi}].content[{pi}].type is not supported "
+                   f"(one of {', '.join(sorted(_PART_KINDS))}).")  # never echo the value: it may be prompt text
     if kind is PartKind.TEXT:
         text = raw.get("text")
         if not isinstance(text, str):
@@ -85,7 +86,7 @@ def _role(value: Any, mi: int) -> Role:
     try:
         return Role(str(value))
     except ValueError:
-        raise _bad(f"messages[{mi}].role {value!r} is not a valid role.") from None
+        raise _bad(f"messages[{mi}].role is not a valid role (one of {', '.join(r.value for r in Role)}).") from None
 
 
 def _message(raw: Any, mi: int) -> Message:

@@ -57,6 +57,21 @@ def test_bad_shapes_name_the_param(body: dict, param: str) -> None:
     assert err.value.to_openai()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m", "messages": [{"role": "my SSN is 078-05-1120", "content": "x"}]},
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "my SSN is 078-05-1120"}]}]},
+    ],
+)
+def test_bad_values_are_not_echoed(body: dict) -> None:
+    """Client values in a wrong field may be prompt text or PII: the error names the field only."""
+    with pytest.raises(MalformedRequest) as err:
+        parse_chat_request(body)
+    assert "078-05-1120" not in json.dumps(err.value.to_openai())
+    assert "078-05-1120" not in str(err.value)
+
+
 def test_multimodal_tools_and_odd_unicode_round_trip() -> None:
     body = {
         "model": "general",
