@@ -128,6 +128,7 @@ def test_slow_body_gets_408(guard_service_factory: Any) -> None:
      {"team": "rnd"}, "block", 400, "svc_test.injection"),
     (CHAT, {"team": "sales"}, "block", 401, "identity.unknown"),
     (CHAT, {"api_key": "sk-nobody"}, "block", 401, "identity.unknown"),
+    (CHAT, {"api_key": "sk-nobody", "team": "finance"}, "block", 401, "identity.unknown"),
 ])
 def test_request_decisions(guard_service: ServiceProcess, body: dict[str, Any], identity: dict[str, Any],
                            action: str, status: int | None, rule: str | None) -> None:

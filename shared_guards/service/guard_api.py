@@ -59,9 +59,11 @@ class GuardApi:
             fields.update(given)
         if api_key:
             found = self.s.engine.authenticate_key(api_key)
-            if found is not None:  # the policy's key entry wins over claimed fields
-                fields.update(user=found.user, key_alias=found.key_alias, department=found.department,
-                              team=found.team)
+            if found is None:  # an unknown key is an unknown identity: claimed fields must not stand in
+                return Identity(gateway="service")
+            # the policy's key entry wins over claimed fields
+            fields.update(user=found.user, key_alias=found.key_alias, department=found.department,
+                          team=found.team)
         return Identity(**fields, gateway="service")
 
     async def request(self, request: Request, obj: GuardRequestIn, data: dict[str, Any]) -> Response:
