@@ -4,13 +4,13 @@
         --data ../shared/data/prompt_injection_dev.jsonl \\
         --data ../shared/data/prompt_injection_train_extra.jsonl \\
         --eval-on ../shared/data/prompt_injection_dev.jsonl \\
-        --out shared_guards/data/injection/semantic_head.npz
+        --target-fpr 0.005 --out shared_guards/data/injection/semantic_head.npz
 
 Steps: every row is cleaned like the guard does (NFKC, invisible characters removed, homoglyphs
 folded), split into the same overlapping token windows, embedded ONCE with the encoder (cached
 under ``--cache-dir``, keyed by texts, model and window settings); heads are then fitted from the
-cache in seconds. Rows whose ``source`` starts with ``generated:`` come from templates, so CV folds
-are GROUPED by ``source``: a source is never in train and test at once, which estimates how the
+cache in seconds. Rows whose ``source`` starts with ``generated:`` come from templates, so the
+8 CV folds are GROUPED by ``source``: a source is never in train and test at once, which estimates how the
 detector does on sources it never saw. Multiple-instance training: a benign row makes all its
 windows negative; an attack row makes only its most attack-like window positive (found by a first
 model), because an injection sits in one place of a long document. Deterministic (fixed seeds).
@@ -310,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model-path", help="encoder directory (default: packaged all-MiniLM-L6-v2)")
     ap.add_argument("--embed-only", action="store_true", help="only build the embedding cache")
     ap.add_argument("--no-cv", action="store_true", help="skip grouped cross-validation")
-    ap.add_argument("--target-fpr", type=float, default=0.02, help="benign FPR at which the threshold is set")
+    ap.add_argument("--target-fpr", type=float, default=0.005,
+                    help="out-of-fold FPR on benign chat/task rows at which the threshold is set")
     ap.add_argument("--c", type=float, default=0.3, help="inverse L2 strength of the logistic head")
     ap.add_argument("--knn-k", type=int, default=3)
     ap.add_argument("--max-exemplars", type=int, default=3000)
