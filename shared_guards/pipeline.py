@@ -129,14 +129,16 @@ class Pipeline:
         outcome = "ok"
         cache_key = self._cache_key(b, stage, subject, ctx)
         if cache_key is not None and self.cache is not None:
-            hit = await self.cache.get(cache_key)
+            try:
+                hit = await self.cache.get(cache_key)
+            except Exception as exc:  # a cache fault is a miss, never a failed request
+                log.warning("verdict cache read failed: %s", type(exc).__name__)
+                hit = None
             if hit is not None:
                 ms = (time.perf_counter() - t0) * 1000
                 return _Outcome(b, self._effective(b, hit), GuardTiming(b.id, ms, "cached"))
         try:
             result = await asyncio.wait_for(fn(), timeout=b.spec.timeout_ms / 1000)
-            if cache_key is not None and self.cache is not None:
-                await self.cache.put(cache_key, result)
         except TimeoutError:
             outcome, result = "timeout", None
         except asyncio.CancelledError:
@@ -145,6 +147,11 @@ class Pipeline:
             log.error("guard %s failed: %s", b.id, type(exc).__name__)
             outcome, result = "error", None
         ms = (time.perf_counter() - t0) * 1000
+        if result is not None and cache_key is not None and self.cache is not None:
+            try:
+                await self.cache.put(cache_key, result)
+            except Exception as exc:  # the guard's verdict stands even when it cannot be cached
+                log.warning("verdict cache write failed: %s", type(exc).__name__)
         if result is not None:
             return _Outcome(b, self._effective(b, result), GuardTiming(b.id, ms, outcome))
         finding = Finding(guard=b.id, rule_id=f"{b.id}.{outcome}", layer="runtime", severity="high")

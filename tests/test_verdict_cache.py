@@ -164,3 +164,26 @@ async def test_redis_layer_down_is_a_miss_not_an_error(tmp_path: Path) -> None:
     for t in list(cache._pending):
         await t
     assert await cache.get(k) is None and cache.misses == 1
+
+
+class _BrokenCache(VerdictCache):
+    """A verdict cache whose store fails in an unexpected way (a bug, a corrupt entry...)."""
+
+    async def get(self, key: str) -> GuardResult | None:
+        raise RuntimeError("cache read broke")
+
+    async def put(self, key: str, result: GuardResult) -> None:
+        raise RuntimeError("cache write broke")
+
+
+async def test_a_failing_cache_never_fails_the_request(tmp_path: Path) -> None:
+    eng = engine_for(policy(tmp_path))
+    eng.pipeline("rnd")  # backends built; now swap the cache in and rebuild
+    eng.resources.backends["verdict_cache"] = _BrokenCache()
+    eng._pipelines.clear()
+    assert isinstance(eng.pipeline("rnd").cache, _BrokenCache)
+    d, _ = await eng.check_request(request(text="hello there"))
+    assert d.action is Action.ALLOW and not d.errors
+    d, _ = await eng.check_request(request(text=SECRET))
+    assert d.blocked and d.violation is not None and d.violation.rule_id == "test.keyword"
+    assert KeywordGuard.calls == ["rnd", "rnd"]
