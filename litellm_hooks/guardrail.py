@@ -33,7 +33,7 @@ from shared_guards.errors import GuardUnavailable, GuardViolation, MalformedRequ
 from shared_guards.guard import RequestContext
 from shared_guards.openai_format import apply_request, parse_chat_request, parse_chat_response
 from shared_guards.policy import OnError
-from shared_guards.types import Action, Choice, Decision, GuardResponse, Stage, Usage
+from shared_guards.types import Action, Choice, Decision, GuardRequest, GuardResponse, Role, Stage, Usage
 
 log = logging.getLogger("litellm_hooks.guardrail")
 
@@ -122,8 +122,11 @@ class SecureLLMGuardrail(CustomGuardrail):
                 self._response_headers[key] = dict(decision.headers)
                 while len(self._response_headers) > 10_000:
                     self._response_headers.pop(next(iter(self._response_headers)))
-        if modify and decision.changed and isinstance(data.get("messages"), list):
-            data["messages"] = apply_request({"messages": data["messages"]}, decision.request)["messages"]
+        if modify and decision.changed:
+            if isinstance(data.get("messages"), list):
+                data["messages"] = apply_request({"messages": data["messages"]}, decision.request)["messages"]
+            else:  # text completions / embeddings: the sanitized text goes back where it came from
+                _write_back_prompt(data, decision.request)
 
     # -- LiteLLM hooks ---------------------------------------------------------------------------
 
@@ -293,6 +296,21 @@ class SecureLLMGuardrail(CustomGuardrail):
             await self.engine.finish(ctx, ok=ok)
         except Exception as exc:
             log.error("secure-llm-guard finish failed: %s", type(exc).__name__)
+
+
+def _write_back_prompt(data: dict[str, Any], request: GuardRequest) -> None:
+    """Put the sanitized texts back into ``prompt`` / ``input`` (``_chat_body`` made one user
+    message per string). Never forward the original when the shapes do not line up."""
+    key = "prompt" if "prompt" in data else "input"
+    raw = data.get(key)
+    texts = [m.text for m in request.messages if m.role is Role.USER]  # a guard may add a system message
+    if isinstance(raw, str) and len(texts) == 1:
+        data[key] = texts[0]
+    elif isinstance(raw, list) and raw and len(texts) == len(raw):
+        data[key] = texts
+    else:
+        raise http_error(GuardUnavailable("The sanitized request could not be written back "
+                                          "(rule adapter.unmappable).", rule_id="adapter.unmappable"))
 
 
 def _write_back(response: Any, answer: GuardResponse) -> None:

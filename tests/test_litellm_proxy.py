@@ -374,6 +374,19 @@ async def test_should_run_guardrail_is_respected(tmp_path: Path, monkeypatch: py
     assert getattr(ei.value, "status_code", None) == 403
 
 
+@pytest.mark.parametrize(("key", "raw", "expected"), [
+    ("input", "the secret code", "the [REDACTED] code"),  # embeddings
+    ("prompt", ["a secret", "nothing here"], ["a [REDACTED]", "nothing here"]),  # text completions
+])
+async def test_rewrites_reach_prompt_and_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str,
+                                               raw: Any, expected: Any) -> None:
+    """A sanitizing guard's rewrite is forwarded for /completions and /embeddings too, not only chat."""
+    g = _guardrail(tmp_path, monkeypatch, ["pre_call"])
+    data = {"model": "general", key: raw, "litellm_call_id": f"call-{key}", "metadata": {}}
+    await g.async_pre_call_hook(_auth("t-shout", "shouting"), None, data, "completion")
+    assert data[key] == expected
+
+
 class _BrokenAuth:
     @property
     def user_id(self) -> str:
