@@ -22,7 +22,7 @@ from shared_guards.audit import AuditSink, build_audit_sink, decision_record
 from shared_guards.backends import ensure_backends
 from shared_guards.context_store import ContextStore
 from shared_guards.errors import GuardViolation, Unauthenticated
-from shared_guards.guard import Guard, RequestContext, Resources, StreamFilter
+from shared_guards.guard import RequestContext, Resources, StreamFilter
 from shared_guards.guards.rbac import RBACGuard
 from shared_guards.pipeline import BoundGuard, Pipeline
 from shared_guards.policy import GuardSpec, LoadedPolicy, OnError, PolicyStore
@@ -104,7 +104,6 @@ class GuardEngine:
                                    policy_dir=str(self.store.path.parent))
         self.audit = audit if audit is not None else build_audit_sink(self.store.get().policy)
         self._pipelines: dict[tuple[str, str], Pipeline] = {}
-        self._guard_cache: dict[tuple[str, str, int], Guard] = {}
         self._lock = threading.Lock()
         # Request contexts between a gateway's phases, keyed by the gateway's request id.
         self.contexts = ContextStore()
