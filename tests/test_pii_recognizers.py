@@ -174,3 +174,37 @@ def test_pathological_inputs_stay_fast(analyzer: PIIAnalyzer, text: str) -> None
     t0 = time.perf_counter()
     analyzer.analyze(text)
     assert time.perf_counter() - t0 < 5.0
+
+
+def _anchor_words(analyzer: PIIAnalyzer, text: str, skip: list[tuple[int, int]]) -> list[str]:
+    eng = analyzer.nlp_engine
+    doc = eng.tokenize(text)
+    return [doc[i].text for a, b in eng.windows(doc, skip) for i in range(a, b) if doc[i].text[:1].isupper()]
+
+
+@pytest.mark.parametrize(
+    ("text", "skipped", "kept"),
+    [
+        # codes and short acronyms are not NER anchors; names in capitals still are
+        ("my IBAN DE89370400440532013000 was sent", ["DE89370400440532013000"], []),
+        ("the SSN field is empty today", ["SSN"], []),
+        ("PATIENT NAME: JOHN SMITH admitted", [], ["JOHN", "SMITH"]),
+    ],
+)
+def test_ner_windows_skip_codes_and_acronyms(analyzer: PIIAnalyzer, text: str, skipped: list[str],
+                                            kept: list[str]) -> None:
+    words = _anchor_words(analyzer, text, [])
+    assert not set(skipped) & set(words)
+    assert set(kept) <= set(words)
+
+
+def test_ner_skips_anchors_inside_confident_pattern_matches(analyzer: PIIAnalyzer) -> None:
+    text = "Maria Lindqvist asked us to ship it to 6750 Koskikatu 25 Apt. 864, Helsinki."
+    addr = (text.index("6750"), text.index(", Helsinki"))
+    words = _anchor_words(analyzer, text, [addr])
+    assert "Koskikatu" not in words and "Apt" not in words
+    assert "Maria" in words and "Lindqvist" in words
+    # end to end with every entity (pattern pass, then NER): one address, the name still found
+    dets = [(d.entity, text[d.start:d.end]) for d in analyzer.analyze(text)]
+    assert (Entity.PERSON, "Maria Lindqvist") in dets
+    assert any(e == Entity.STREET_ADDRESS and "Koskikatu" in v for e, v in dets)

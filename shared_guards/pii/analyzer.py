@@ -93,6 +93,7 @@ _TIER: dict[str, int] = {
     Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
 }
 _RAW_MIN_SCORE = 0.15
+_STRONG = 0.4  # a pattern match scored at least this beats the NER spans inside it
 _PASSPORT_HINT = re.compile(r"(?i)passport|travel doc")
 _LICENSE_HINT = re.compile(r"(?i)licen[cs]e|driver|driving|\bDL\b|\bD\.L\.")
 _IBANISH = re.compile(r"[A-Za-z]{2}\d{2}")
@@ -207,13 +208,26 @@ class PIIAnalyzer:
         cand = self.candidates(text, entities)
         if not cand or not text.strip():
             return ()
-        artifacts = self.nlp_engine.artifacts(text, ner=bool(cand & NER_ENTITIES))
-        results = self.engine.analyze(text, language="en", entities=sorted(cand), nlp_artifacts=artifacts,
-                                      score_threshold=_RAW_MIN_SCORE)
+        doc = self.nlp_engine.tokenize(text)
+        ner_cand, other = cand & _NER, cand - _NER
+        results: list[RecognizerResult] = []
+        strong: list[tuple[int, int]] = []
+        if other:
+            # Pattern entities first: NER spans inside a confident pattern match (an address, an
+            # e-mail, an IBAN...) lose to it in resolve_overlaps, so NER need not look there.
+            base = self.nlp_engine.artifacts(text, ner=False, doc=doc)
+            found = self.engine.analyze(text, language="en", entities=sorted(other), nlp_artifacts=base,
+                                        score_threshold=_RAW_MIN_SCORE)
+            results += found
+            strong = [(r.start, r.end) for r in found if r.score >= _STRONG]
+        if ner_cand:
+            artifacts = self.nlp_engine.artifacts(text, ner=True, doc=doc, skip=strong)
+            results += self.engine.analyze(text, language="en", entities=sorted(ner_cand), nlp_artifacts=artifacts,
+                                           score_threshold=_RAW_MIN_SCORE)
         dets = [d for d in _to_detections(results) if _plausible(text, d)]
         dets = resolve_overlaps(dets)
         if Entity.PERSON in cand:
-            dets = name_candidates(text, artifacts.tokens, dets)
+            dets = name_candidates(text, doc, dets)
             dets = coordinated_names(text, dets)
             dets = propagate_names(text, dets)
         return tuple(dets)
@@ -322,7 +336,7 @@ def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
     """Keep non-overlapping detections. A confident pattern match (address, phone, ID...) beats the
     NER spans inside it; otherwise higher score first, then lower tier, then longer."""
     dets = _merge_same(dets)
-    strong = [d for d in dets if d.entity not in _NER and d.score >= 0.4]
+    strong = [d for d in dets if d.entity not in _NER and d.score >= _STRONG]
     if strong:
         dets = [d for d in dets if d.entity not in _NER
                 or not any(d.start < t.end and t.start < d.end for t in strong)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from functools import cache
 
 import spacy
@@ -86,6 +87,17 @@ def load_spacy(model: str) -> Language:
     return nlp
 
 
+def _acronym(doc: Doc, i: int, t: str) -> bool:
+    """An all-capitals token that is a code or an acronym (``DE89...``, ``SSN``, ``IBAN``), not a
+    name written in capitals (``JOHN SMITH``: long, or next to another capitalized word)."""
+    if any(c.isdigit() for c in t):
+        return True
+    if len(t) > 4:
+        return False
+    near = [doc[j].text for j in (i - 1, i + 1) if 0 <= j < len(doc)]
+    return not any(x.isalpha() and x.isupper() and len(x) >= 2 for x in near)
+
+
 class WindowedSpacyNlpEngine(SpacyNlpEngine):
     """Presidio ``SpacyNlpEngine`` running NER on windows around capitalized words.
 
@@ -113,8 +125,9 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
         nlp: Language = self.nlp["en"]
         return nlp
 
-    def windows(self, doc: Doc) -> list[tuple[int, int]]:
-        """Token ranges ``[a, b)`` that NER should see."""
+    def windows(self, doc: Doc, skip: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+        """Token ranges ``[a, b)`` that NER should see. Tokens inside a ``skip`` character span
+        (a confident pattern match, which beats any NER span inside it) are not anchors."""
         n = len(doc)
         if self.window <= 0:
             return [(0, n)] if n else []
@@ -127,6 +140,10 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
                 continue
             if tok.lower_ in _NOT_ANCHORS or tok.lower_ in _STOP:
                 continue
+            if skip and any(s <= tok.idx and tok.idx + len(t) <= e for s, e in skip):
+                continue
+            if len(t) >= 2 and t.isupper() and _acronym(doc, tok.i, t):
+                continue
             a, b = max(0, tok.i - w), min(n, tok.i + w + 1)
             if out and a <= out[-1][1]:
                 out[-1] = (out[-1][0], max(out[-1][1], b))
@@ -134,9 +151,9 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
                 out.append((a, b))
         return out
 
-    def entities(self, doc: Doc) -> list[Span]:
+    def entities(self, doc: Doc, skip: Sequence[tuple[int, int]] = ()) -> list[Span]:
         nlp = self._pipeline()
-        spans = self.windows(doc)
+        spans = self.windows(doc, skip)
         if not spans:
             return []
         if spans == [(0, len(doc))]:
@@ -158,11 +175,16 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
     def process_text(self, text: str, language: str) -> NlpArtifacts:
         return self.artifacts(text, ner=self.run_ner, language=language)
 
-    def artifacts(self, text: str, *, ner: bool = True, language: str = "en") -> NlpArtifacts:
-        """Tokens and lower-cased lemmas always; NER entities only when ``ner``."""
-        nlp = self._pipeline()
-        doc = make_doc(nlp, text)
-        ents = self.entities(doc) if ner else []
+    def tokenize(self, text: str) -> Doc:
+        return make_doc(self._pipeline(), text)
+
+    def artifacts(self, text: str, *, ner: bool = True, language: str = "en", doc: Doc | None = None,
+                  skip: Sequence[tuple[int, int]] = ()) -> NlpArtifacts:
+        """Tokens and lower-cased lemmas always; NER entities only when ``ner`` (not anchored
+        inside ``skip`` spans). ``doc``: ``text`` already tokenized by :meth:`tokenize`."""
+        if doc is None:
+            doc = self.tokenize(text)
+        ents = self.entities(doc, skip) if ner else []
         scores = [float(self.ner_model_configuration.default_score or 0.85)] * len(ents)
         ents, scores = self._get_updated_entities(ents, scores)
         return NlpArtifacts(
