@@ -305,9 +305,7 @@ def preload(policy_path: str) -> None:
     """Load the policy and build every department's pipeline (models included) before serving, so
     the first requests don't wait for imports. The server's socket appears once this is done."""
     try:
-        engine = GuardEngine.shared(policy_path)
-        for department in engine.loaded.policy.departments:
-            engine.pipeline(department)
+        GuardEngine.shared(policy_path).warm_up()
     except Exception as exc:  # the instance will answer 503 guard.config and log why
         logger.error("secure-llm-guard: preloading %s failed: %s", policy_path, exc)
 

@@ -77,6 +77,9 @@ class SecureLLMGuardrail(CustomGuardrail):
         # Load (and validate) the policy now: a bad policy fails the proxy's start-up, loudly.
         self.engine: GuardEngine = get_engine(self.policy_path)
         configure(self.policy_path)
+        # Build every department's pipeline (models, rule packs) now, not inside the proxy's event
+        # loop on the first request, where it would stall every other request.
+        self.engine.warm_up()
         # x-ratelimit-* headers of allowed requests (quota guard) by call id, until LiteLLM asks
         # for them in async_post_call_response_headers_hook. Bounded; values are numbers only.
         self._response_headers: dict[str, dict[str, str]] = {}

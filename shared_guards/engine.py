@@ -152,6 +152,18 @@ class GuardEngine:
                     self._pipelines[key] = p
         return p
 
+    def warm_up(self) -> dict[str, str]:
+        """Build every department's pipeline now (models, rule packs), before traffic arrives.
+        Returns ``{department: error type}`` for departments whose guards could not be built."""
+        errors: dict[str, str] = {}
+        for department in self.loaded.policy.departments:
+            try:
+                self.pipeline(department)
+            except Exception as exc:
+                log.error("department %s: pipeline not built: %s", department, type(exc).__name__)
+                errors[department] = type(exc).__name__
+        return errors
+
     # -- identity --------------------------------------------------------------------------------
 
     def authenticate_key(self, api_key: str | None) -> Identity | None:

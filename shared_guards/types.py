@@ -67,9 +67,10 @@ def stronger(a: Action, b: Action) -> Action:
 @dataclass(frozen=True, slots=True)
 class ContentPart:
     kind: PartKind = PartKind.TEXT
-    text: str | None = None
+    # Content never shows in a repr (tracebacks, debug logs).
+    text: str | None = field(default=None, repr=False)
     # A non-scanned reference (image URL, file id); never logged.
-    ref: str | None = None
+    ref: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

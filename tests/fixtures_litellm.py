@@ -33,7 +33,7 @@ from shared_guards.demo.echo import EchoUpstream
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_CONFIG = REPO / "config" / "litellm.yaml"
 DEMO_POLICY = REPO / "config" / "policy.yaml"
-START_TIMEOUT = float(os.environ.get("SLG_PROXY_START_TIMEOUT", "120"))
+START_TIMEOUT = float(os.environ.get("SLG_PROXY_START_TIMEOUT", "240"))
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",

@@ -21,7 +21,7 @@ class RBACGuard(Guard):
         if not dep.allows_model(request.model):
             return self._deny(
                 "rbac.model",
-                f"Department {ctx.department!r} may not use model {request.model!r} (rule rbac.model).",
+                f"Department {ctx.department!r} may not use model {request.model[:64]!r} (rule rbac.model).",
                 code="model_not_allowed",
                 param="model",
             )

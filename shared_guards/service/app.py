@@ -110,12 +110,7 @@ def create_app(settings: ServiceSettings, engine: GuardEngine | None = None) -> 
     def warm_up() -> None:
         """Build every department's pipeline (models, rule packs) before traffic arrives; a
         department whose guards cannot be built makes /readyz fail, naming it."""
-        for department in engine.loaded.policy.departments:
-            try:
-                engine.pipeline(department)
-            except Exception as exc:
-                log.error("department %s: pipeline not built: %s", department, exc)
-                warm_errors[department] = type(exc).__name__
+        warm_errors.update(engine.warm_up())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
