@@ -107,6 +107,16 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"(?:response|reply|answer|output|summary|responses|replies|answers),? (?:\S+ ){0,3}(?:add|include|"
            r"insert|weave|mention|recommend|suggest|use|write|say|state|claim|tell|promote|end|begin|start|praise|"
            r"advertise|link)\b"),
+    _CRule("context.indirect.reply_modifier", "indirect_injection", {_D: 0.5},
+           r"\b(?:provide|enhance|modify|render|misspell|jumble|scramble|shuffle|reverse|rewrite|format|"
+           r"structure|compose|present|deliver|express|frame|phrase|write|craft|begin|start|end|conclude|close|"
+           r"finish|sign|embed|weave|integrate|incorporate|insert|append|add|include|highlight|emphasize|"
+           r"mention|recommend|suggest|promote|invite|encourage|ensure|make|keep|limit|restrict|capitalize|"
+           r"encode|encrypt|substitute|swap|replace|spell|alternate|surround|wrap|prefix|translate|convert|"
+           r"use|employ|apply|adopt|infuse|fill|pepper|sprinkle|spice|twist|alter|change|adjust|transform|"
+           r"tailor|style|compose|deliver|generate|produce|output|respond|reply|answer|merge|combine|paste|"
+           r"copy|put|place|attach|adapt) (?:\S+ ){0,8}?your (?:reply|replies|response|responses|"
+           r"answer|answers|message|output|solution)\b"),
     _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
            r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
            r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|rm -rf (?:/|~|\$home)|"
@@ -199,6 +209,28 @@ class Segment:
     text: str
 
 
+_DOC_HEADER = re2.compile(r"(?im)^[ \t]*(?:subject|from|to|cc|date|sent|received date|email_from)[ \t]*:")
+
+
+def looks_like_document(text: str) -> bool:
+    """A user turn that carries a pasted document: a table, an e-mail with headers, code or a traceback.
+
+    Such a turn holds data the user did not write, so the context layer judges it like a tool
+    result or RAG chunk (indirect injection: imperatives aimed at the assistant inside the data).
+    Linear time: line counting and one RE2 search.
+    """
+    if "```" in text or "Traceback (most recent call last)" in text or "SUBJECT:" in text:
+        return True
+    table = 0
+    for line in text.split("\n"):
+        st = line.strip()
+        if st.startswith("|") or st.count("|") >= 3 or st.count("\t") >= 2:
+            table += 1
+            if table >= 2:
+                return True
+    return _DOC_HEADER.search(text) is not None
+
+
 def scope_of(role: Role, data_roles: frozenset[Role] = DATA_ROLES) -> str:
     if role in data_roles:
         return _D
@@ -255,12 +287,14 @@ def analyze_segments(
     *,
     data_roles: frozenset[Role] = DATA_ROLES,
     offsets: bool = False,
+    embedded_documents: bool = True,
 ) -> ContextResult:
     """Context findings for already-split segments (``norms``: their normalized forms, if at hand).
 
     A segment's score combines its findings (``1 - prod(1 - w)``); the result's score is the
     maximum over segments. User-turn override attempts weigh more when the request has a system
-    prompt to override."""
+    prompt to override. With ``embedded_documents`` a user turn that carries a pasted document
+    (:func:`looks_like_document`) is judged like a data segment."""
     comp = _rules()
     has_system = any(s.role in PRIVILEGED_ROLES for s in segments)
     findings: list[ContextFinding] = []
@@ -270,6 +304,8 @@ def analyze_segments(
             continue
         norm = norms[k] if norms is not None else normalize(seg.text)
         scope = scope_of(seg.role, data_roles)
+        if scope == _U and embedded_documents and looks_like_document(seg.text):
+            scope = _D
         seg_scores: list[float] = []
         omap: OffsetMap | None | bool = False
         for i in sorted(comp.matches(norm)):
