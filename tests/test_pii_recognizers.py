@@ -95,6 +95,8 @@ POSITIVE = [
     ("Mr. Leiva flew to LEPPEN on Tuesday morning.", Entity.LOCATION, ["LEPPEN"]),
     ("Mr. Leiva flew to LEPPEN on Tuesday morning.", Entity.DATE_TIME, ["Tuesday"]),
     ("Ship it to Norway or Portugal", Entity.LOCATION, ["Norway", "Portugal"]),
+    ("The delegation arrived at Veldhoven this morning.", Entity.LOCATION, ["Veldhoven"]),
+    ("Her parents emigrated from Szekszárd in 1988.", Entity.LOCATION, ["Szekszárd"]),
     ("please block my card asap, my name is lena andersson.", Entity.PERSON, ["lena andersson"]),
     ("Customer Margarethe Okonkwo disputes a charge", Entity.PERSON, ["Margarethe Okonkwo"]),
     ("They had 3: Gaetane, Hannah and Derek Walcott.", Entity.PERSON, ["Gaetane", "Hannah", "Derek Walcott"]),

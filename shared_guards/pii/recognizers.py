@@ -307,7 +307,8 @@ def place_cue_rules() -> list[Rule]:
                  re.compile(r"(?i:\b(?:flew|fly|flying|moved|move|moving|travel(?:l?ed|l?ing)?|trip|drive|drove|"
                             r"relocat(?:e|ed|ing)|return(?:ed|ing)?)\s(?:back\s)?to|\b(?:lives?|living|lived|born|"
                             r"located|based|stationed|stay(?:s|ed|ing)?|arrived|raised|grew up|i am|i'm|we are|"
-                            r"he is|she is|they are)\s(?:here\s)?in|\boriginally from|\bcomes? from|\bvisit(?:ed|ing)?)"
+                            r"he is|she is|they are)\s(?:here\s)?in|\boriginally from|\bcomes? from|\bvisit(?:ed|ing)?|"
+                            r"\barriv(?:e|es|ed|ing)\sat|\b(?:moved|moving|came|emigrated|immigrated|fled)\s(?:here\s)?from)"
                             r"\s{1,3}(" + _PLACE_NAME + r"(?:[ \-](?:(?:de|del|la|le|di|da|do|upon|sur|im)\s)?" + _PLACE_NAME
                             + r"){0,3})"),
                  0.9, group=1)]
