@@ -281,6 +281,24 @@ def _rules() -> _Compiled:
     return _compiled
 
 
+_NEGATABLE = frozenset({"context.indirect.exfiltration", "context.indirect.prompt_leak"})
+_NEGATION_TAIL = ("do not ", "don t ", "dont ", "never ", "not ", "must not ", "should not ", "cannot ", "can t ")
+
+
+def _negated(regex: re2._Regexp, text: str) -> bool:
+    """Every match of ``regex`` in ``text`` (the word view) directly follows a negation."""
+    pos = 0
+    seen = False
+    while True:
+        m = regex.search(text, pos)
+        if m is None:
+            return seen
+        seen = True
+        if not text[max(0, m.start() - 10) : m.start()].endswith(_NEGATION_TAIL):
+            return False
+        pos = m.end() if m.end() > m.start() else m.start() + 1
+
+
 def analyze_segments(
     segments: Sequence[SegmentLike],
     norms: Sequence[Normalized] | None = None,
@@ -315,6 +333,8 @@ def analyze_segments(
                 continue
             if scope == _U and rule.category == "instruction_override" and has_system:
                 w = min(1.0, w + 0.1)
+            if rule.id in _NEGATABLE and _negated(comp.regexes[i], norm.views[0].text):
+                w *= 0.15  # "never share your password with anyone": a warning, not a request
             start = end = -1
             if offsets and not rule.raw:
                 m = comp.regexes[i].search(norm.views[0].text)
