@@ -41,6 +41,7 @@ async def run(policy: str, n: int, department_key: str) -> str:
         await engine.check_request(parse_chat_request(body, identity))
     totals: list[float] = []
     per_guard: dict[str, list[float]] = defaultdict(list)
+    blocked: dict[str, int] = defaultdict(int)
     for i in range(n):
         b = {"model": "general", "messages": [{"role": "user", "content": f"{i} " + PROMPT[:1020]}]}
         t0 = time.perf_counter()
@@ -48,8 +49,11 @@ async def run(policy: str, n: int, department_key: str) -> str:
         totals.append((time.perf_counter() - t0) * 1000)
         if ctx is not None:
             await engine.finish(ctx, ok=True)
+        if decision.violation is not None:
+            blocked[decision.violation.rule_id] += 1
         for t in decision.timings:
-            per_guard[t.guard].append(t.ms)
+            if t.outcome != "skipped":
+                per_guard[t.guard].append(t.ms)
     engine.close()
     rows = ["| what | p50 ms | p99 ms |", "|---|---|---|"]
     p = percentiles(totals)
@@ -57,7 +61,8 @@ async def run(policy: str, n: int, department_key: str) -> str:
     for g, samples in per_guard.items():
         q = percentiles(samples)
         rows.append(f"| guard `{g}` | {q['p50']:.3f} | {q['p99']:.3f} |")
-    return "\n".join(rows) + f"\n\n{n} sequential requests, distinct prompts (no verdict-cache hits).\n"
+    note = ", ".join(f"{c} blocked by `{r}`" for r, c in blocked.items()) or "none blocked"
+    return "\n".join(rows) + f"\n\n{n} sequential requests, distinct prompts (no verdict-cache hits); {note}.\n"
 
 
 def main() -> None:

@@ -109,8 +109,8 @@ def main() -> int:
         configs = [
             ("edge, one regex guard (service overhead: HTTP, auth, JSON, audit)",
              str(ROOT / "tests" / "policies" / "service.yaml"), "edge", {"team": "rnd"}),
-            ("full, demo policy, finance (PII on Presidio + spaCy NER)", str(demo), "full", {"team": "finance"}),
-            ("full, demo policy, marketing (injection pattern + context)", str(demo), "full", {"team": "marketing"}),
+            ("full, demo policy, finance (combined injection + PII on Presidio + spaCy NER)", str(demo), "full", {"team": "finance"}),
+            ("full, demo policy, marketing (combined injection: pattern + context + MiniLM)", str(demo), "full", {"team": "marketing"}),
             ("edge, demo policy, finance (PII pattern recognizers)", str(demo), "edge", {"team": "finance"}),
             ("edge, demo policy, marketing (injection pattern + context)", str(demo), "edge", {"team": "marketing"}),
             ("full, injection policy, rnd (pattern + context + MiniLM)", inj, "full", {"team": "rnd"}),
