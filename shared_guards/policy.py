@@ -13,8 +13,6 @@ import hmac
 import logging
 import os
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from shared_guards.errors import ConfigError, PolicyError
+from shared_guards.filewatch import FileWatch
 from shared_guards.guard import GuardConfig
 from shared_guards.registry import get_guard_class
 from shared_guards.types import Feature, Identity
@@ -440,31 +439,13 @@ class PolicyStore:
         self.path = Path(path)
         self.check_interval = check_interval
         self.transform = transform
-        self._lock = threading.Lock()
         self._current = load_policy(self.path, transform)
-        self._stamp = self._file_stamp()
-        self._next_check = time.monotonic() + check_interval
+        self._watch = FileWatch(self.path, check_interval)
         self.last_error: str | None = None
 
-    def _file_stamp(self) -> tuple[int, int]:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return (-1, -1)
-        return (st.st_mtime_ns, st.st_size)
-
     def get(self) -> LoadedPolicy:
-        now = time.monotonic()
-        if now < self._next_check:
-            return self._current
-        with self._lock:
-            if now < self._next_check:
-                return self._current
-            self._next_check = now + self.check_interval
-            stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self.reload()
+        if self._watch.changed():
+            self.reload()
         return self._current
 
     def reload(self) -> bool:

@@ -33,7 +33,6 @@ import os
 import re
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared_guards.errors import ConfigError
+from shared_guards.filewatch import FileWatch
 
 log = logging.getLogger("shared_guards.injection.rulepack")
 
@@ -398,38 +398,23 @@ class RuleStore:
         self.require_signature = require_signature
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self._stamp = self._file_stamp()
+        self._watch = FileWatch(self.path, check_interval)
         self._current = self._load()  # the first load must succeed: raises RulePackError
-        self._next_check = time.monotonic() + check_interval
 
     def _load(self) -> RulePack:
         return load_pack(self.path, trusted_key_dirs=self.trusted_key_dirs,
                          require_signature=self.require_signature)
 
-    def _file_stamp(self) -> tuple[int, int]:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return (-1, -1)
-        return (st.st_mtime_ns, st.st_size)
-
     def get(self) -> RulePack:
-        now = time.monotonic()
-        if now < self._next_check:
-            return self._current
-        with self._lock:
-            if now >= self._next_check:
-                self._next_check = now + self.check_interval
-                stamp = self._file_stamp()
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._reload_locked()
+        if self._watch.changed():
+            with self._lock:
+                self._reload_locked()
         return self._current
 
     def reload(self) -> bool:
         """Load the file now. True when a valid pack was loaded; False keeps the current one."""
         with self._lock:
-            self._stamp = self._file_stamp()
+            self._watch.mark()
             return self._reload_locked()
 
     def _reload_locked(self) -> bool:
