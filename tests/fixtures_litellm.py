@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import httpx
 import pytest
 
 from shared_guards.demo.echo import EchoUpstream
+from tests.procutil import free_port, read_jsonl, read_log, venv_executable
 
 REPO = Path(__file__).resolve().parent.parent
 LITELLM_CONFIG = REPO / "config" / "litellm.yaml"
@@ -45,15 +44,8 @@ OFFLINE_ENV = {
 }
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def litellm_executable() -> str:
-    exe = Path(sys.executable).parent / "litellm"
-    return str(exe) if exe.exists() else "litellm"
+    return venv_executable("litellm")
 
 
 @dataclass
@@ -93,17 +85,10 @@ class ProxyProcess:
         return httpx.post(f"{self.base_url}/chat/completions", content=content, headers=headers, timeout=timeout)
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def audit_records(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.audit_path.read_text().splitlines()
-        except OSError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_jsonl(self.audit_path)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -21,13 +21,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.procutil import free_port
+
 SHARED_REDIS = os.environ.get("SLG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def delete_prefix(url: str, prefix: str) -> int:

@@ -10,7 +10,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from tests.fixtures_litellm import OFFLINE_ENV, REPO, free_port
+from tests.procutil import venv_executable
 
 SERVICE_POLICY = REPO / "tests" / "policies" / "service.yaml"
 START_TIMEOUT = float(os.environ.get("SLG_SERVICE_START_TIMEOUT", "180"))
@@ -29,8 +29,7 @@ SESSION_TOKEN = "slg-test-" + secrets.token_hex(16)
 
 
 def slg_executable() -> str:
-    exe = Path(sys.executable).parent / "slg"
-    return str(exe) if exe.exists() else "slg"
+    return venv_executable("slg")
 
 
 @dataclass

@@ -45,6 +45,8 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests.procutil import read_jsonl, read_log
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_FILE = REPO / "kong_plugins" / "secure_llm_guard.py"
 PLUGIN_NAME = "secure-llm-guard"
@@ -454,17 +456,10 @@ class KongHarness:
         return self.start()
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def audit_records(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.audit_path.read_text().splitlines()
-        except OSError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_jsonl(self.audit_path)
 
     def wait_for_audit(self, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
         """The first audit record matching ``predicate``; the audit trail is written in the background."""
