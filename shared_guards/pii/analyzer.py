@@ -15,11 +15,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # before presidio imports tldextract
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
     DateRecognizer,
@@ -34,10 +36,13 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from spacy.lang.en import English
-from spacy.tokens import Doc
 
+from shared_guards.errors import ConfigError
 from shared_guards.pii import recognizers as rec
 from shared_guards.pii.entities import NER_ENTITIES, Entity
+from shared_guards.pii.learned_ner import NerModel, load_model
+from shared_guards.pii.ner_recognizer import NAME as LEARNED_NAME
+from shared_guards.pii.ner_recognizer import LearnedNerRecognizer
 from shared_guards.pii.nlp import DEFAULT_MODEL, WindowedSpacyNlpEngine
 
 # Presidio can log analysis details (with text) at DEBUG: keep its loggers quiet.
@@ -45,12 +50,24 @@ for _name in ("presidio-analyzer", "presidio-anonymizer"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+class NerBackend(StrEnum):
+    """Which model finds names, places, organizations and NRP."""
+
+    LEARNED = "learned"  # our small learned tagger only (fast; spaCy only tokenizes)
+    SPACY = "spacy"  # the spaCy pipeline's NER (``spacy_model``), on windows
+    BOTH = "both"  # both; their spans are merged
+
+
 class AnalyzerSettings(BaseModel):
     """What the analyzer is built from; also its cache key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spacy_model: str = Field(DEFAULT_MODEL, description="spaCy package name or path of a pipeline with 'ner'.")
+    ner: NerBackend = Field(NerBackend.LEARNED, description="Name/place model: learned | spacy | both.")
+    ner_model: str | None = Field(None, description="Path of a learned tagger model (.json.gz, from "
+                                  "`python -m shared_guards.pii.train_ner`); default: the packaged one.")
+    spacy_model: str = Field(DEFAULT_MODEL, description="spaCy package name or path of a pipeline with 'ner' "
+                             "(used when ner is spacy or both).")
     ner_window: int = Field(3, ge=0, le=64, description="Tokens around capitalized words fed to NER; 0 = whole text.")
     mrn_patterns: tuple[str, ...] = Field(
         rec.DEFAULT_MRN_PATTERNS,
@@ -109,13 +126,43 @@ def _features(text: str) -> tuple[int, int]:
     return digits, upper
 
 
+class _ContextEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's context enhancer, given only the results of recognizers that have context words
+    (it deep-copies every result it is given; ours score their own context)."""
+
+    def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: NlpArtifacts,
+                              recognizers: list[EntityRecognizer], context: list[str] | None = None
+                              ) -> list[RecognizerResult]:
+        with_context = {r.id for r in recognizers if r.context}
+        key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+        need = [r for r in raw_results if (r.recognition_metadata or {}).get(key) in with_context]
+        if not need and not context:
+            return raw_results
+        rest = [r for r in raw_results if (r.recognition_metadata or {}).get(key) not in with_context]
+        enhanced: list[RecognizerResult] = super().enhance_using_context(text, need, nlp_artifacts, recognizers,
+                                                                         context)
+        return rest + enhanced
+
+
 class PIIAnalyzer:
     """Presidio analyzer with our registry and NLP engine. Thread-safe; use through an executor."""
 
-    def __init__(self, settings: AnalyzerSettings | None = None) -> None:
+    def __init__(self, settings: AnalyzerSettings | None = None, *, ner_model: NerModel | None = None) -> None:
+        """``ner_model``: a learned tagger object to use instead of loading ``settings.ner_model``
+        (cross-validation passes each fold's model)."""
         self.settings = settings or AnalyzerSettings()
         s = self.settings
-        self.nlp_engine = WindowedSpacyNlpEngine(s.spacy_model, window=s.ner_window)
+        self.use_spacy_ner = s.ner in (NerBackend.SPACY, NerBackend.BOTH)
+        self.learned: NerModel | None = None
+        if s.ner in (NerBackend.LEARNED, NerBackend.BOTH):
+            if ner_model is None:
+                try:
+                    ner_model = load_model(s.ner_model)
+                except (OSError, ValueError, KeyError) as exc:
+                    raise ConfigError(f"pii: cannot load the learned NER model {s.ner_model or '(packaged)'!r}: "
+                                      f"{exc}") from None
+            self.learned = ner_model
+        self.nlp_engine = WindowedSpacyNlpEngine(s.spacy_model, window=s.ner_window, run_ner=self.use_spacy_ner)
         self.nlp_engine.load()
         registry = RecognizerRegistry(supported_languages=["en"])
         for r in self._recognizers():
@@ -124,7 +171,7 @@ class PIIAnalyzer:
             registry=registry,
             nlp_engine=self.nlp_engine,
             supported_languages=["en"],
-            context_aware_enhancer=LemmaContextAwareEnhancer(context_prefix_count=6, context_suffix_count=2),
+            context_aware_enhancer=_ContextEnhancer(context_prefix_count=6, context_suffix_count=2),
         )
         self.supported: frozenset[str] = frozenset(registry.get_supported_entities(["en"]))
         self._cache: OrderedDict[tuple[bytes, frozenset[str]], tuple[Detection, ...]] = OrderedDict()
@@ -144,7 +191,8 @@ class PIIAnalyzer:
             DateRecognizer(),
             UsLicenseRecognizer(),
             UsPassportRecognizer(),
-            SpacyRecognizer(supported_entities=[e.value for e in NER_ENTITIES]),
+            *([SpacyRecognizer(supported_entities=[e.value for e in NER_ENTITIES])] if self.use_spacy_ner else []),
+            *([LearnedNerRecognizer(self.learned)] if self.learned is not None else []),
             rec.RuleRecognizer("slg_national_ids", rec.national_id_rules()),
             rec.RuleRecognizer("slg_secrets", rec.secret_rules()),
             rec.RuleRecognizer("slg_phones", rec.phone_rules()),
@@ -153,6 +201,7 @@ class PIIAnalyzer:
             rec.RuleRecognizer("slg_mrn", rec.mrn_rules(s.mrn_patterns)),
             rec.RuleRecognizer("slg_cards", rec.card_rules()),
             rec.RuleRecognizer("slg_ages", rec.age_rules()),
+            *([] if self.use_spacy_ner else [rec.RuleRecognizer("slg_dates", rec.date_rules())]),
             rec.RuleRecognizer("slg_countries", rec.country_rules() + rec.place_cue_rules()),
             rec.RuleRecognizer("slg_licenses", rec.license_rules()),
             rec.RuleRecognizer("slg_ibans", rec.iban_rules()),
@@ -194,6 +243,8 @@ class PIIAnalyzer:
                 ok = ("-----BEGIN" in text) or _SECRET_HINT.search(text) is not None
             elif e in (Entity.STREET_ADDRESS, Entity.MEDICAL_RECORD_NUMBER, Entity.AGE):
                 ok = digits >= 1
+            elif e == Entity.DATE_TIME:
+                ok = upper > 0 or digits >= 1 or _DATE_WORDS.search(text) is not None
             elif e in NER_ENTITIES:
                 ok = upper > 0 or digits >= 4 or (e == Entity.PERSON and "name" in text.lower())
             else:
@@ -208,10 +259,19 @@ class PIIAnalyzer:
         cand = self.candidates(text, entities)
         if not cand or not text.strip():
             return ()
-        doc = self.nlp_engine.tokenize(text)
         ner_cand, other = cand & _NER, cand - _NER
         results: list[RecognizerResult] = []
         strong: list[tuple[int, int]] = []
+        if not self.use_spacy_ner:
+            # No spaCy NER: one pass over every recognizer on regex tokens (no spaCy Doc at all).
+            light = self.nlp_engine.light_artifacts(text)
+            words = light.words or ([], [])
+            results += self.engine.analyze(text, language="en", entities=sorted(cand), nlp_artifacts=light,
+                                           score_threshold=_RAW_MIN_SCORE)
+            ner_cand = other = set()
+        else:
+            doc = self.nlp_engine.tokenize(text)
+            words = ([t.text for t in doc], [t.idx for t in doc])
         if other:
             # Pattern entities first: NER spans inside a confident pattern match (an address, an
             # e-mail, an IBAN...) lose to it in resolve_overlaps, so NER need not look there.
@@ -224,10 +284,11 @@ class PIIAnalyzer:
             artifacts = self.nlp_engine.artifacts(text, ner=True, doc=doc, skip=strong)
             results += self.engine.analyze(text, language="en", entities=sorted(ner_cand), nlp_artifacts=artifacts,
                                            score_threshold=_RAW_MIN_SCORE)
-        dets = [d for d in _to_detections(results) if _plausible(text, d)]
-        dets = resolve_overlaps(dets)
+        dets = [_trim_tagged(text, d) for d in _to_detections(results)]
+        dets = [d for d in dets if d.start < d.end and _plausible(text, d)]
+        dets = resolve_overlaps(_cut_tagged(text, dets), text)
         if Entity.PERSON in cand:
-            dets = name_candidates(text, doc, dets)
+            dets = name_candidates(text, words, dets)
             dets = coordinated_names(text, dets)
             dets = propagate_names(text, dets)
         return tuple(dets)
@@ -299,7 +360,12 @@ _DURATION = re.compile(r"(?i)\b\d+\+?\s?(?:years?|months?|weeks?|days?|hours?|mi
 
 
 def _plausible(text: str, d: Detection) -> bool:
-    """Drop NER dates that are durations or bare numbers (\"a year\", \"19 year old\", a zip code)."""
+    """Drop NER dates that are durations or bare numbers (\"a year\", \"19 year old\", a zip code),
+    names with digits in them and tagged names or places without a letter."""
+    if d.entity in (Entity.PERSON, Entity.NRP) and any(c.isdigit() for c in text[d.start:d.end]):
+        return False
+    if d.rule == LEARNED_NAME and not any(c.isalpha() for c in text[d.start:d.end]):
+        return False
     if d.entity != Entity.DATE_TIME or d.rule != "SpacyRecognizer":
         return True
     value = text[d.start:d.end]
@@ -309,6 +375,35 @@ def _plausible(text: str, d: Detection) -> bool:
 
 
 _NER = frozenset(e.value for e in NER_ENTITIES)
+_EDGE_JUNK = re.compile(r"^(?:[\W_]|\b(?:on|in|at|of|the|and|or|to|from|by|for)\b)+|(?:[\W_]|\b(?:on|in|at|of|the|and|"
+                        r"or|to|from|by|for)\b)+$")
+
+
+def _cut_tagged(text: str, dets: list[Detection]) -> list[Detection]:
+    """A tagged name or place that runs into a pattern match of another kind ("LEPPEN on Tuesday"
+    against the weekday) keeps only its longer part outside the match, without edge words like "on"."""
+    pats = [d for d in dets if d.rule not in (LEARNED_NAME, "SpacyRecognizer") and d.score >= _STRONG]
+    if not pats:
+        return dets
+    out = []
+    for d in dets:
+        if d.rule == LEARNED_NAME and d.entity != Entity.STREET_ADDRESS:
+            for o in pats:
+                if o.entity == d.entity or not (o.start < d.end and d.start < o.end) or \
+                        (o.start <= d.start and d.end <= o.end):
+                    continue
+                left, right = (d.start, max(d.start, o.start)), (min(d.end, o.end), d.end)
+                a, b = max(left, right, key=lambda r: sum(c.isalpha() for c in text[r[0]:r[1]]))
+                piece = text[a:b]
+                m = _EDGE_JUNK.search(piece)
+                lead = len(piece) - len(_EDGE_JUNK.sub("", piece, count=1)) if m and m.start() == 0 else 0
+                core = _EDGE_JUNK.sub("", piece[lead:])
+                d = Detection(d.entity, a + lead, a + lead + len(core), d.score, d.rule)
+                if d.start >= d.end:
+                    break
+        if d.start < d.end:
+            out.append(d)
+    return out
 
 
 _MERGED = (Entity.STREET_ADDRESS, Entity.PERSON, Entity.LOCATION)
@@ -324,22 +419,55 @@ def _merge_same(dets: list[Detection]) -> list[Detection]:
         for d in group:
             if merged and d.start < merged[-1].end:
                 m = merged[-1]
-                merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score),
-                                       m.rule if m.score >= d.score else d.rule)
+                # the union keeps a pattern's rule over the tagger's (a confident pattern stays strong)
+                rule = m.rule if (m.score, m.rule != LEARNED_NAME) >= (d.score, d.rule != LEARNED_NAME) else d.rule
+                if LEARNED_NAME in (m.rule, d.rule) and rule == LEARNED_NAME:
+                    rule = d.rule if m.rule == LEARNED_NAME else m.rule
+                merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score), rule)
             else:
                 merged.append(d)
         out += merged
     return out
 
 
-def resolve_overlaps(dets: list[Detection]) -> list[Detection]:
+_ADDRESS_BREAK = re.compile(r"(?:,|\n)[\s>]*$")
+
+
+def _cut_addresses(text: str, dets: list[Detection]) -> list[Detection]:
+    """An address ends before a name found on its next line or after its next comma ("12 Main
+    Street, Springfield\nJohn Smith will sign"): the lines after the street are optional, and a
+    name there is the addressee, not a town."""
+    names = [d for d in dets if d.entity == Entity.PERSON]
+    if not names:
+        return dets
+    out = []
+    for d in dets:
+        if d.entity == Entity.STREET_ADDRESS:
+            for p in sorted(names, key=lambda p: p.start):
+                if d.start < p.start < d.end and _ADDRESS_BREAK.search(text, d.start, p.start):
+                    end = d.start + len(text[d.start:p.start].rstrip(" ,\n\t>"))
+                    d = Detection(d.entity, d.start, end, d.score, d.rule)
+                    break
+        out.append(d)
+    return out
+
+
+def resolve_overlaps(dets: list[Detection], text: str | None = None) -> list[Detection]:
     """Keep non-overlapping detections. A confident pattern match (address, phone, ID...) beats the
-    NER spans inside it; otherwise higher score first, then lower tier, then longer."""
+    NER spans inside it; otherwise higher score first, then lower tier, then longer. With ``text``,
+    addresses are first cut before a name that follows them (:func:`_cut_addresses`)."""
     dets = _merge_same(dets)
-    strong = [d for d in dets if d.entity not in _NER and d.score >= _STRONG]
+    if text is not None:
+        dets = _cut_addresses(text, dets)
+    strong = [d for d in dets if d.entity not in _NER and d.score >= _STRONG and d.rule != LEARNED_NAME]
     if strong:
         dets = [d for d in dets if d.entity not in _NER
                 or not any(d.start < t.end and t.start < d.end for t in strong)]
+    # A place inside a street address is part of it ("..., Oulu, Finland 80896"), whatever the scores.
+    addresses = [d for d in dets if d.entity == Entity.STREET_ADDRESS]
+    if addresses:
+        dets = [d for d in dets if d.entity != Entity.LOCATION
+                or not any(a.start <= d.start and d.end <= a.end for a in addresses)]
     order = sorted(dets, key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
     taken: list[Detection] = []
     for d in order:
@@ -384,18 +512,23 @@ _PLACE_WORDS = frozenset(
 )
 
 
-def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detection]:
-    """Runs of two or three Title-case words that nothing else claimed (or that NER called an
+def _like_num(t: str) -> bool:
+    return t.replace(",", "").replace(".", "").isdigit()
+
+
+def name_candidates(text: str, words: tuple[list[str], list[int]], dets: list[Detection]) -> list[Detection]:
+    """Runs of two or three Title-case words that nothing else claimed (or that spaCy's NER called an
     organization) are likely a person's name: "Customer Margarethe Okonkwo disputes ...".
-    Scored below NER (0.5) so a policy can raise PERSON's threshold to drop them."""
+    Scored below NER (0.5) so a policy can raise PERSON's threshold to drop them.
+    ``words``: token texts and start offsets."""
     out: list[Detection] = []
-    toks = list(doc)
+    toks, starts = words
     i, n = 0, len(toks)
     while i < n:
         j = i
         place = False
         while j < n and j - i < 4:
-            w = toks[j].text
+            w = toks[j]
             if _name_like(w):
                 j += 1
             elif w[:1].isupper() and w.casefold() in _PLACE_WORDS:
@@ -403,22 +536,23 @@ def name_candidates(text: str, doc: Doc, dets: list[Detection]) -> list[Detectio
                 j += 1
             else:
                 break
-        followed_by_number = j < n and toks[j].like_num
-        preceded_by_number = i > 0 and toks[i - 1].like_num
+        followed_by_number = j < n and _like_num(toks[j])
+        preceded_by_number = i > 0 and _like_num(toks[i - 1])
         if j - i >= 2 and not followed_by_number and not preceded_by_number:
-            a, b = toks[i].idx, toks[j - 1].idx + len(toks[j - 1].text)
+            a, b = starts[i], starts[j - 1] + len(toks[j - 1])
             clash = [d for d in dets if d.start < b and a < d.end]
             if place and all(d.entity in (Entity.ORGANIZATION, Entity.PERSON, Entity.LOCATION) for d in clash):
                 out.append(Detection(Entity.LOCATION.value, a, b, 0.55, "place_shape"))
-            elif not place and all(d.entity == Entity.ORGANIZATION for d in clash):
+            elif not place and all(d.entity == Entity.ORGANIZATION and d.rule == "SpacyRecognizer" for d in clash):
                 out.append(Detection(Entity.PERSON.value, a, b, 0.5, "name_shape"))
         i = max(j, i + 1)
     taken = {(d.start, d.end) for d in out}
-    out += _org_names(text, dets, taken)
+    out += _org_names(text, [d for d in dets if d.rule == "SpacyRecognizer"], taken)
     taken = {(d.start, d.end) for d in out}
     placed = [(d.start, d.end) for d in out if d.entity == Entity.LOCATION]
     keep = [d for d in dets
-            if not (d.entity == Entity.ORGANIZATION and any(s < d.end and d.start < e for s, e in taken))
+            if not (d.entity == Entity.ORGANIZATION and d.rule == "SpacyRecognizer"
+                    and any(s < d.end and d.start < e for s, e in taken))
             and not (d.rule == "SpacyRecognizer" and any(s < d.end and d.start < e for s, e in placed))]
     return sorted([*keep, *out], key=lambda d: (d.start, d.end))
 
@@ -447,6 +581,41 @@ def _name_like(word: str) -> bool:
     if not all(c.isalpha() or c in "'’-" for c in rest):
         return False
     return rest == rest.lower()
+
+
+_EDGE_WORD = re.compile(r"[^\W\d_]+\.?")
+
+
+_GOES_ON = re.compile(r"[ \t]{0,3}[a-zß-öø-ÿ]")
+
+
+def _trim_tagged(text: str, d: Detection) -> Detection:
+    """A tagged address whose last line goes on as a sentence ("..., Springfield\nJohn Smith will
+    sign") ends before that line; a tagged name loses the greeting or role word in front of it
+    ("Dear Alice Johnson" -> "Alice Johnson", "Customer Margarethe Okonkwo" -> "Margarethe Okonkwo")."""
+    if d.rule != LEARNED_NAME:
+        return d
+    if d.entity == Entity.STREET_ADDRESS:
+        if _GOES_ON.match(text, d.end):
+            k = max(text.rfind(",", d.start, d.end), text.rfind("\n", d.start, d.end))
+            if k > d.start:
+                return Detection(d.entity, d.start, d.start + len(text[d.start:k].rstrip()), d.score, d.rule)
+        return d
+    if d.entity != Entity.PERSON:
+        return d
+    start, end = d.start, d.end
+    while True:
+        m = _EDGE_WORD.match(text, start, end)
+        if not m or m.group().rstrip(".").casefold() not in _NOT_NAME_WORDS:
+            break
+        if m.end() >= end:  # nothing but a greeting or role word ("Dear <PERSON_1>")
+            return Detection(d.entity, d.start, d.start, d.score, d.rule)
+        start = m.end()
+        while start < end and text[start].isspace():
+            start += 1
+    if (start, end) == (d.start, d.end):
+        return d
+    return Detection(d.entity, start, end, d.score, d.rule)
 
 
 _NAME_TOKEN = re.compile(r"[^\W\d_][\w'’\-]{2,}")

