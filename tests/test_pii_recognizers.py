@@ -210,3 +210,30 @@ def test_ner_skips_anchors_inside_confident_pattern_matches(analyzer: PIIAnalyze
     dets = [(d.entity, text[d.start:d.end]) for d in analyzer.analyze(text)]
     assert (Entity.PERSON, "Maria Lindqvist") in dets
     assert any(e == Entity.STREET_ADDRESS and "Koskikatu" in v for e, v in dets)
+
+
+# An address match used to run on into the next line or comma part and swallow a name there.
+ADDRESS_THEN_NAME = [
+    ("Ship to 12 Main Street, Springfield\nJohn Smith will sign for it.", "12 Main Street, Springfield",
+     "John Smith"),
+    ("Send it to 90 Whitchurch Road, Maria Lopez will pick it up.", "90 Whitchurch Road", "Maria Lopez"),
+    ("Deliver to 45 Elm Road\nPeter Novak signs for the parcel.", "45 Elm Road", "Peter Novak"),
+]
+
+
+@pytest.mark.parametrize("ner", ["learned", "spacy"])
+@pytest.mark.parametrize(("text", "address", "name"), ADDRESS_THEN_NAME)
+def test_address_does_not_swallow_the_next_name(ner: str, text: str, address: str, name: str) -> None:
+    dets = [(d.entity, text[d.start:d.end]) for d in get_analyzer(AnalyzerSettings(ner=ner)).analyze(text)]
+    assert (Entity.STREET_ADDRESS, address) in dets
+    assert (Entity.PERSON, name) in dets
+
+
+def test_address_is_cut_before_a_name_found_after_its_comma() -> None:
+    from shared_guards.pii.analyzer import Detection, resolve_overlaps
+
+    text = "Meet at 7 Harbour Road, Ingrid Solberg will wait there."
+    addr = Detection(Entity.STREET_ADDRESS, 8, text.index(" will"), 0.85, "address_suffix")
+    name = Detection(Entity.PERSON, text.index("Ingrid"), text.index(" will"), 0.86, "slg_learned_ner")
+    got = {(d.entity, text[d.start:d.end]) for d in resolve_overlaps([addr, name], text)}
+    assert got == {(Entity.STREET_ADDRESS, "7 Harbour Road"), (Entity.PERSON, "Ingrid Solberg")}

@@ -320,9 +320,11 @@ class NerModel:
             return np.zeros((n, t))
         lens = np.fromiter((len(r) for r in ids), dtype=np.int64, count=n)
         w = self.weights[np.asarray(flat, dtype=np.int64)].astype(np.float64)
-        csum = np.vstack([np.zeros((1, t)), np.cumsum(w, axis=0)])
-        ends = np.cumsum(lens)
-        return np.asarray(csum[ends] - csum[ends - lens])
+        out = np.zeros((n, t))
+        has = lens > 0
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])[has]
+        out[has] = np.add.reduceat(w, starts, axis=0)
+        return out
 
     def viterbi(self, emit: npt.NDArray[np.float64]) -> list[int]:
         return viterbi(emit, self._trans)
@@ -388,19 +390,25 @@ class NerModel:
 
 def viterbi(emit: npt.NDArray[np.float64], trans: npt.NDArray[np.float64]) -> list[int]:
     """Best tag path. ``trans`` has the start row last."""
-    n = emit.shape[0]
+    n, t = emit.shape
     if n == 0:
         return []
+    body_t = np.ascontiguousarray(trans[:-1].T)  # [next, prev]
     score = trans[-1] + emit[0]
-    body = trans[:-1]
-    back = np.empty((n, emit.shape[1]), dtype=np.int64)
+    buf = np.empty((t, t))
+    flat = np.arange(t) * t
+    backs: list[npt.NDArray[np.intp]] = [flat] * n
+    rows = list(emit)
+    take, argmax = buf.take, buf.argmax
     for i in range(1, n):
-        cand = score[:, None] + body
-        back[i] = cand.argmax(axis=0)
-        score = cand[back[i], np.arange(cand.shape[1])] + emit[i]
+        np.add(body_t, score, out=buf)
+        b = argmax(axis=1)
+        backs[i] = b
+        score = take(flat + b)
+        score += rows[i]
     best = [int(score.argmax())]
     for i in range(n - 1, 0, -1):
-        best.append(int(back[i, best[-1]]))
+        best.append(int(backs[i][best[-1]]))
     best.reverse()
     return best
 

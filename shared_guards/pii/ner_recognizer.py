@@ -29,7 +29,7 @@ NAME = "slg_learned_ner"
 class LearnedNerRecognizer(EntityRecognizer):
     """PERSON, LOCATION, STREET_ADDRESS, ORGANIZATION and NRP from the learned tagger."""
 
-    def __init__(self, model: NerModel, score: float = 0.8, address_score: float = 0.5) -> None:
+    def __init__(self, model: NerModel, score: float = 0.86, address_score: float = 0.5) -> None:
         self.model = model
         self.score = score
         self.address_score = address_score

@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--vocab-text", action="append", default=[],
                     help="JSONL file(s) with a 'text' field: their lower-case words (in 3+ rows) are ordinary words")
     ap.add_argument("--cv", type=int, default=0, help="K-fold cross-validation grouped by template_id first")
-    ap.add_argument("--cv-analyzer", choices=["learned", "both"], action="append", default=[],
+    ap.add_argument("--cv-analyzer", choices=["learned", "both", "spacy"], action="append", default=[],
                     help="with --cv: also score the whole analyzer with this NER backend out-of-fold")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"epochs": args.epochs, "min_groups": args.min_groups, "seed": args.seed,
