@@ -155,3 +155,11 @@ def test_spacy_backend_is_still_selectable() -> None:
     assert ("PERSON", "Maria Kowalski") in {(d.entity, text[d.start:d.end]) for d in a.analyze(text)}
     both = get_analyzer(AnalyzerSettings(ner=NerBackend.BOTH))
     assert both.learned is not None and both.use_spacy_ner
+
+
+def test_fast_emissions_equal_the_reference_feature_path() -> None:
+    m = load_model()
+    for text in [UNSEEN[0][0], "Ship to 12 Main Street, Springfield\nJohn Smith will sign.", "a", "Ä Ö"]:
+        toks, _ = tokenize(text)
+        ref = m.emissions([[m.features[f] for f in fs if f in m.features] for fs in m.featurizer.sequence(toks)])
+        assert (m.fast_emissions(toks) == ref).all()

@@ -120,10 +120,13 @@ _SECRET_HINT = re.compile(
 )
 
 
+_DIGIT = re.compile(r"\d")
+_UPPER = re.compile(r"[^\W\d_a-zß-öø-ÿ]")  # a capital, or any letter outside Latin lower case
+
+
 def _features(text: str) -> tuple[int, int]:
-    digits = sum(1 for c in text if c.isdigit()) if any(c.isdigit() for c in text) else 0
-    upper = sum(1 for c in text if c.isupper())
-    return digits, upper
+    """Digits and capitals (or caseless letters) in ``text``: counted by regex, not per character."""
+    return len(_DIGIT.findall(text)), len(_UPPER.findall(text))
 
 
 class _ContextEnhancer(LemmaContextAwareEnhancer):

@@ -309,6 +309,8 @@ class NerModel:
         self.tags = tag_names(self.labels)
         self.featurizer = Featurizer(self.words)
         self._trans = self.transitions.astype(np.float64) + transition_mask(self.labels)
+        self._w_ext = np.vstack([self.weights.astype(np.float64), np.zeros((1, len(self.tags)))])
+        self._lexv: dict[str, npt.NDArray[np.float64]] = {}
 
     def feature_ids(self, toks: Sequence[str]) -> list[list[int]]:
         return self.featurizer.ids(toks, self.features)
@@ -332,7 +334,57 @@ class NerModel:
     def predict(self, toks: Sequence[str]) -> list[str]:
         if not toks:
             return []
-        return [self.tags[i] for i in self.viterbi(self.emissions(self.feature_ids(toks)))]
+        return [self.tags[i] for i in self.viterbi(self.fast_emissions(toks))]
+
+    def fast_emissions(self, toks: Sequence[str]) -> npt.NDArray[np.float64]:
+        """``emissions(feature_ids(toks))`` (same numbers), faster: the lexical features' weight sum
+        is cached per word, and the 11 context features per token are gathered in one numpy step."""
+        fz, index = self.featurizer, self.features
+        get = index.get
+        n = len(toks)
+        keys = [fz.key(t) for t in toks]
+        sshapes = [short_shape(t) for t in toks]
+        ctx = [fz._ctx_ids(k, index) for k in keys]
+        caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
+        none4 = fz._ctx_ids("BOS", index)
+        eos4 = fz._ctx_ids("EOS", index)
+        slots: list[int] = []
+        add = slots.extend
+        run_start = run_len = 0
+        for i in range(n):
+            p1 = keys[i - 1] if i >= 1 else "BOS"
+            p2 = keys[i - 2] if i >= 2 else "BOS"
+            n1 = keys[i + 1] if i + 1 < n else "EOS"
+            n2 = keys[i + 2] if i + 2 < n else "EOS"
+            ss = sshapes[i]
+            bos = -1
+            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
+                bos = get("bos " + ss, -1)
+            run = -1
+            if caps[i]:
+                if i == 0 or not caps[i - 1]:
+                    run_start = end = i
+                    while end < n and caps[end]:
+                        end += 1
+                    run_len = end - i
+                run = get(_run_feature(run_len, i - run_start), -1)
+            add(((ctx[i - 1] if i >= 1 else none4)[0], (ctx[i - 2] if i >= 2 else none4)[1],
+                 (ctx[i + 1] if i + 1 < n else eos4)[2], (ctx[i + 2] if i + 2 < n else eos4)[3],
+                 get("-2-1=" + p2 + " " + p1, -1), get("+1+2=" + n1 + " " + n2, -1), get("-1+1=" + p1 + " " + n1, -1),
+                 get("-1s0=" + p1 + " " + ss, -1), get("s0+1=" + ss + " " + n1, -1), bos, run))
+        w = self._w_ext  # row -1 is zeros: -1 means "no such feature"
+        emit = w[np.asarray(slots, dtype=np.intp).reshape(n, 11)].sum(axis=1)
+        emit += np.vstack([self._lex_vec(t) for t in toks])
+        return np.asarray(emit)
+
+    def _lex_vec(self, tok: str) -> npt.NDArray[np.float64]:
+        v = self._lexv.get(tok)
+        if v is None:
+            ids = self.featurizer._lex_ids(tok, self.features)
+            v = self._w_ext[list(ids)].sum(axis=0) if ids else np.zeros(len(self.tags))
+            if len(self._lexv) < 200_000:
+                self._lexv[tok] = v
+        return v
 
     def spans(self, text: str, tokens: tuple[list[str], list[int]] | None = None) -> list[tuple[int, int, str]]:
         """Character spans ``(start, end, label)`` found in ``text`` (``tokens``: its

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
@@ -41,6 +42,11 @@ _NOT_ANCHORS = frozenset(
 )
 
 _STOP = frozenset(English.Defaults.stop_words)
+
+
+def _is_punct(word: str) -> bool:
+    """spaCy's ``is_punct``: every character is Unicode punctuation."""
+    return all(unicodedata.category(c).startswith("P") for c in word)
 _lock = threading.Lock()
 # spaCy's tokenizer is quadratic in the length of one whitespace-free run of punctuation
 # ("<<<<..."); such runs are tokenized by a regex instead.
@@ -109,8 +115,13 @@ class LightArtifacts(NlpArtifacts):
 
     @property
     def keywords(self) -> list[str]:
+        """Presidio's keywords (lemmas that are no stop word, no punctuation, split at ':'), computed
+        from spaCy's English stop-word set instead of a vocabulary lookup per token (which also adds
+        every new word to the shared vocabulary for good)."""
         if self._keywords is None:
-            self._keywords = list(NlpArtifacts.set_keywords(self.nlp_engine, self.lemmas, self.language))
+            self._keywords = [part for k in self.lemmas
+                              if k not in _STOP and k not in ("-PRON-", "be") and not _is_punct(k)
+                              for part in k.lower().split(":")]
         return self._keywords
 
     @keywords.setter

@@ -323,7 +323,8 @@ def place_cue_rules() -> list[Rule]:
 def country_rules() -> list[Rule]:
     names = _country_names()
     alts = "|".join(re.escape(n) for n in names) + "|" + "|".join(re.escape(n.upper()) for n in names if len(n) > 4)
-    return [Rule(Entity.LOCATION, "country", re.compile(r"(?<![\w\-])(?:" + alts + r")(?![\w\-])"), 0.6)]
+    # every name starts with a capital: the lookahead skips the long alternation at other positions
+    return [Rule(Entity.LOCATION, "country", re.compile(r"(?<![\w\-])(?=[^\W\d_a-z])(?:" + alts + r")(?![\w\-])"), 0.6)]
 
 
 # --- names with a cue ----------------------------------------------------------------------------
