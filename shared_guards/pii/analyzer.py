@@ -129,6 +129,14 @@ def _features(text: str) -> tuple[int, int]:
     return len(_DIGIT.findall(text)), len(_UPPER.findall(text))
 
 
+# Made-up values that reach every recognizer once (no real person, address or account).
+_WARM_UP_TEXT = (
+    "Dr. Jane Example (jane@example.com, +1 555 010 0199, http://www.example.com) lives at 12 Sample Road, "
+    "Springfield, and flew to Oslo on Monday 3/4/2021. IP 192.0.2.1 and 2001:db8::1, card 4111 1111 1111 1111, "
+    "IBAN GB82 WEST 1234 5698 7654 32, SSN 123-45-6789, passport X1234567, driver's license D1234567, age 42."
+)
+
+
 class _ContextEnhancer(LemmaContextAwareEnhancer):
     """Presidio's context enhancer, given only the results of recognizers that have context words
     (it deep-copies every result it is given; ours score their own context)."""
@@ -179,6 +187,9 @@ class PIIAnalyzer:
         self.supported: frozenset[str] = frozenset(registry.get_supported_entities(["en"]))
         self._cache: OrderedDict[tuple[bytes, frozenset[str]], tuple[Detection, ...]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        # Presidio compiles its big regexes (IPv6, URL, dates) on first use: pay that at start-up,
+        # not in the first request that happens to contain an IP address.
+        self._raw(_WARM_UP_TEXT, frozenset(self.supported))
 
     def _recognizers(self) -> list[EntityRecognizer]:
         s = self.settings
