@@ -1,0 +1,247 @@
+"""Tokens and features of the learned PII tagger (:mod:`shared_guards.pii.learned_ner`).
+
+A regex tokenizer (no spaCy needed) and the generic token features: shape, capitalization, script,
+length, affixes and character trigrams, the lower-cased form of ordinary words only, neighbours and
+their pairs, sentence/line starts and runs of capitalized words. ``Featurizer.sequence`` is the
+reference definition; ``Featurizer.ids`` and ``NerModel.fast_emissions`` compute the same features
+faster (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+
+_SENT_END = frozenset({".", "!", "?", ":", ";", '"', "“", "”", "(", ")", "-", "–", "—", "*", "•"})
+
+
+# A placeholder (<PERSON_1>), an e-mail address or URL (one token, as in spaCy), words (with inner apostrophes: O'Brien), a
+# possessive 's, a line break with the blanks around it, any other single character. Single spaces
+# are not tokens.
+_TOKEN = re.compile(r"<[A-Z][A-Z_]{1,40}_\d{1,6}>|[\w.+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63}){1,8}|(?i:https?://|www\.)[^\s<>\"']{1,500}"
+                    r"|[^\S\n]*\n\s*|\w+(?:['’](?![sS]\b)\w+)*|['’][sS]\b|[^\w\s]")
+
+
+def tokenize(text: str) -> tuple[list[str], list[int]]:
+    """Token texts and their start offsets: what the tagger was trained on (no spaCy needed)."""
+    toks: list[str] = []
+    starts: list[int] = []
+    for m in _TOKEN.finditer(text):
+        toks.append(m.group())
+        starts.append(m.start())
+    return toks, starts
+
+
+# -- token features -------------------------------------------------------------------------------
+
+
+@cache
+def shape(word: str) -> str:
+    """``Xxxx``-style shape, runs longer than 3 collapsed, at most 12 characters looked at."""
+    out: list[str] = []
+    run = 0
+    for c in word[:12]:
+        k = "X" if c.isupper() else "x" if c.isalpha() else "d" if c.isdigit() else c
+        if out and out[-1] == k:
+            run += 1
+            if run >= 3:
+                continue
+        else:
+            run = 0
+        out.append(k)
+    return "".join(out)
+
+
+@cache
+def short_shape(word: str) -> str:
+    out: list[str] = []
+    for c in word[:12]:
+        k = "X" if c.isupper() else "x" if c.isalpha() else "d" if c.isdigit() else c
+        if not out or out[-1] != k:
+            out.append(k)
+    return "".join(out)
+
+
+def _script(word: str) -> str:
+    for c in word:
+        o = ord(c)
+        if o < 0x80:
+            continue
+        if o < 0x250:
+            return "latx"
+        if 0x370 <= o < 0x400:
+            return "greek"
+        if 0x400 <= o < 0x530:
+            return "cyr"
+        if 0x590 <= o < 0x700:
+            return "rtl"
+        if 0x3040 <= o < 0xA000 or 0xAC00 <= o < 0xD7B0:
+            return "cjk"
+        return "other"
+    return "ascii"
+
+
+def is_ordinary(word: str) -> bool:
+    """A token whose lower-cased form may enter the word vocabulary: lower-case letters only."""
+    return word.isalpha() and word.islower() and len(word) <= 20
+
+
+def _len_bucket(n: int) -> str:
+    return "1" if n == 1 else "2" if n == 2 else "3" if n == 3 else "5" if n <= 5 else "8" if n <= 8 else "9"
+
+
+class Featurizer:
+    """Feature strings of a token sequence. ``words`` is the ordinary-word vocabulary."""
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words = frozenset(words)
+        self._lex: dict[str, tuple[str, ...]] = {}
+        self._key: dict[str, str] = {}
+        self._ids: dict[str, tuple[int, ...]] = {}  # valid for one feature index (one model)
+
+    def key(self, tok: str) -> str:
+        """How a neighbour is seen: its lower-cased form if ordinary, else its short shape."""
+        k = self._key.get(tok)
+        if k is None:
+            if tok.isspace():
+                k = "NL"
+            else:
+                low = tok.lower()
+                if low in self.words:
+                    k = low
+                elif len(tok) <= 2 and not tok.isalnum():
+                    k = tok
+                else:
+                    k = "<" + short_shape(tok) + ">"
+            if len(self._key) < 100_000:
+                self._key[tok] = k
+        return k
+
+    def lexical(self, tok: str) -> tuple[str, ...]:
+        f = self._lex.get(tok)
+        if f is not None:
+            return f
+        low = tok.lower()
+        feats = ["b", "s=" + shape(tok), "ss=" + short_shape(tok), "k=" + self.key(tok), "sc=" + _script(tok),
+                 "l=" + _len_bucket(len(tok))]
+        if tok[:1].isupper() and low in self.words:
+            feats.append("capword")
+        if tok.isalpha() and len(tok) >= 4:
+            feats += ["x2=" + low[-2:], "x3=" + low[-3:], "x4=" + low[-4:], "p2=" + low[:2], "p3=" + low[:3]]
+        elif tok.isalpha() and len(tok) == 3:
+            feats += ["x2=" + low[-2:], "p2=" + low[:2]]
+        if tok[:1].isupper() and tok.isalpha() and len(tok) >= 4:
+            padded = "^" + low + "$"
+            feats += sorted({"c3=" + padded[i:i + 3] for i in range(len(padded) - 2)})
+        out = tuple(feats)
+        if len(self._lex) < 100_000:
+            self._lex[tok] = out
+        return out
+
+    def sequence(self, toks: Sequence[str]) -> list[list[str]]:
+        n = len(toks)
+        keys = [self.key(t) for t in toks]
+        sshapes = [short_shape(t) for t in toks]
+        caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
+        # length of the run of capitalized words each token is in, and its position in the run
+        run_len = [0] * n
+        run_pos = [0] * n
+        i = 0
+        while i < n:
+            if caps[i]:
+                j = i
+                while j < n and caps[j]:
+                    j += 1
+                for k in range(i, j):
+                    run_len[k] = j - i
+                    run_pos[k] = k - i
+                i = j
+            else:
+                i += 1
+        out: list[list[str]] = []
+        for i, tok in enumerate(toks):
+            p1 = keys[i - 1] if i >= 1 else "BOS"
+            p2 = keys[i - 2] if i >= 2 else "BOS"
+            n1 = keys[i + 1] if i + 1 < n else "EOS"
+            n2 = keys[i + 2] if i + 2 < n else "EOS"
+            ss = sshapes[i]
+            f = list(self.lexical(tok))
+            f += ["-1=" + p1, "-2=" + p2, "+1=" + n1, "+2=" + n2, "-2-1=" + p2 + " " + p1, "+1+2=" + n1 + " " + n2,
+                  "-1+1=" + p1 + " " + n1, "-1s0=" + p1 + " " + ss, "s0+1=" + ss + " " + n1]
+            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
+                f.append("bos " + ss)
+            if caps[i]:
+                f.append(_run_feature(run_len[i], run_pos[i]))
+            out.append(f)
+        return out
+
+    def ids(self, toks: Sequence[str], index: dict[str, int]) -> list[list[int]]:
+        """``[index[f] for f in sequence(toks)[i] if f in index]`` per token, faster: lexical and
+        single-neighbour features are cached per token text."""
+        n = len(toks)
+        get = index.get
+        keys = [self.key(t) for t in toks]
+        sshapes = [short_shape(t) for t in toks]
+        lex = [self._lex_ids(t, index) for t in toks]
+        ctx = [self._ctx_ids(k, index) for k in keys]
+        caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
+        none: tuple[int, int, int, int] = self._ctx_ids("BOS", index)
+        eos: tuple[int, int, int, int] = self._ctx_ids("EOS", index)
+        out: list[list[int]] = []
+        run_start = -1
+        for i in range(n):
+            p1 = keys[i - 1] if i >= 1 else "BOS"
+            p2 = keys[i - 2] if i >= 2 else "BOS"
+            n1 = keys[i + 1] if i + 1 < n else "EOS"
+            n2 = keys[i + 2] if i + 2 < n else "EOS"
+            ss = sshapes[i]
+            row = list(lex[i])
+            c1 = ctx[i - 1] if i >= 1 else none
+            c2 = ctx[i - 2] if i >= 2 else none
+            d1 = ctx[i + 1] if i + 1 < n else eos
+            d2 = ctx[i + 2] if i + 2 < n else eos
+            row += [x for x in (c1[0], c2[1], d1[2], d2[3]) if x >= 0]
+            for f in ("-2-1=" + p2 + " " + p1, "+1+2=" + n1 + " " + n2, "-1+1=" + p1 + " " + n1,
+                      "-1s0=" + p1 + " " + ss, "s0+1=" + ss + " " + n1):
+                j = get(f)
+                if j is not None:
+                    row.append(j)
+            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
+                j = get("bos " + ss)
+                if j is not None:
+                    row.append(j)
+            if caps[i]:
+                if run_start < 0 or not caps[i - 1]:
+                    run_start = i
+                    end = i
+                    while end < n and caps[end]:
+                        end += 1
+                    run_len = end - i
+                j = get(_run_feature(run_len, i - run_start))
+                if j is not None:
+                    row.append(j)
+            out.append(row)
+        return out
+
+    def _lex_ids(self, tok: str, index: dict[str, int]) -> tuple[int, ...]:
+        key = "\x00" + tok
+        f = self._ids.get(key)
+        if f is None:
+            f = tuple(index[x] for x in self.lexical(tok) if x in index)
+            if len(self._ids) < 200_000:
+                self._ids[key] = f
+        return f
+
+    def _ctx_ids(self, k: str, index: dict[str, int]) -> tuple[int, int, int, int]:
+        key = "\x01" + k
+        f = self._ids.get(key)
+        if f is None:
+            f = tuple(index.get(r + k, -1) for r in ("-1=", "-2=", "+1=", "+2="))
+            if len(self._ids) < 200_000:
+                self._ids[key] = f
+        return f  # type: ignore[return-value]
+
+
+def _run_feature(length: int, pos: int) -> str:
+    return "run=" + str(min(length, 4)) + " " + str(min(pos, 3))
