@@ -160,7 +160,7 @@ class NerModel:
         if v is None:
             ids = self.featurizer._lex_ids(tok, self.features)
             v = self._w_ext[list(ids)].sum(axis=0) if ids else np.zeros(len(self.tags))
-            if len(self._lexv) < 200_000:
+            if len(self._lexv) < 50_000:  # ~10 MB at most
                 self._lexv[tok] = v
         return v
 

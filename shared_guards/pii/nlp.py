@@ -47,6 +47,8 @@ _STOP = frozenset(English.Defaults.stop_words)
 def _is_punct(word: str) -> bool:
     """spaCy's ``is_punct``: every character is Unicode punctuation."""
     return all(unicodedata.category(c).startswith("P") for c in word)
+
+
 _lock = threading.Lock()
 # spaCy's tokenizer is quadratic in the length of one whitespace-free run of punctuation
 # ("<<<<..."); such runs are tokenized by a regex instead.
