@@ -28,9 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared_guards.pii.ner_features import (  # re-exported: the tagger's tokens and features
-    _SENT_END,
     Featurizer,
-    _run_feature,
     is_ordinary,
     shape,
     short_shape,
@@ -46,6 +44,8 @@ LABELS: tuple[str, ...] = ("PERSON", "LOCATION", "STREET_ADDRESS", "ORGANIZATION
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "pii" / "ner_model.json.gz"
 
 _NEG = -1e9
+
+
 def tag_names(labels: Sequence[str]) -> list[str]:
     out = ["O"]
     for lab in labels:
@@ -115,43 +115,11 @@ class NerModel:
         return [self.tags[i] for i in self.viterbi(self.fast_emissions(toks))]
 
     def fast_emissions(self, toks: Sequence[str]) -> npt.NDArray[np.float64]:
-        """``emissions(feature_ids(toks))`` (same numbers), faster: the lexical features' weight sum
-        is cached per word, and the 11 context features per token are gathered in one numpy step."""
-        fz, index = self.featurizer, self.features
-        get = index.get
-        n = len(toks)
-        keys = [fz.key(t) for t in toks]
-        sshapes = [short_shape(t) for t in toks]
-        ctx = [fz._ctx_ids(k, index) for k in keys]
-        caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
-        none4 = fz._ctx_ids("BOS", index)
-        eos4 = fz._ctx_ids("EOS", index)
-        slots: list[int] = []
-        add = slots.extend
-        run_start = run_len = 0
-        for i in range(n):
-            p1 = keys[i - 1] if i >= 1 else "BOS"
-            p2 = keys[i - 2] if i >= 2 else "BOS"
-            n1 = keys[i + 1] if i + 1 < n else "EOS"
-            n2 = keys[i + 2] if i + 2 < n else "EOS"
-            ss = sshapes[i]
-            bos = -1
-            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
-                bos = get("bos " + ss, -1)
-            run = -1
-            if caps[i]:
-                if i == 0 or not caps[i - 1]:
-                    run_start = end = i
-                    while end < n and caps[end]:
-                        end += 1
-                    run_len = end - i
-                run = get(_run_feature(run_len, i - run_start), -1)
-            add(((ctx[i - 1] if i >= 1 else none4)[0], (ctx[i - 2] if i >= 2 else none4)[1],
-                 (ctx[i + 1] if i + 1 < n else eos4)[2], (ctx[i + 2] if i + 2 < n else eos4)[3],
-                 get("-2-1=" + p2 + " " + p1, -1), get("+1+2=" + n1 + " " + n2, -1), get("-1+1=" + p1 + " " + n1, -1),
-                 get("-1s0=" + p1 + " " + ss, -1), get("s0+1=" + ss + " " + n1, -1), bos, run))
-        w = self._w_ext  # row -1 is zeros: -1 means "no such feature"
-        emit = w[np.asarray(slots, dtype=np.intp).reshape(n, 11)].sum(axis=1)
+        """``emissions(feature_ids(toks))`` (same numbers), faster: the weight sum of a token's own
+        (lexical) features is cached per word, and its context features are summed in one gather."""
+        fz = self.featurizer
+        slots = np.asarray(fz.context_slots(toks, self.features), dtype=np.intp).reshape(len(toks), fz.CONTEXT_SLOTS)
+        emit = self._w_ext[slots].sum(axis=1)  # row -1 of _w_ext is zeros: -1 means "no such feature"
         emit += np.vstack([self._lex_vec(t) for t in toks])
         return np.asarray(emit)
 

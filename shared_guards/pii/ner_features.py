@@ -139,90 +139,73 @@ class Featurizer:
             self._lex[tok] = out
         return out
 
-    def sequence(self, toks: Sequence[str]) -> list[list[str]]:
+    def _context(self, toks: Sequence[str], keys: Sequence[str]) -> list[list[str]]:
+        """Per token, the 7 features that combine it with its neighbours or its place: word pairs,
+        shape pairs, start of sentence/line, position in a run of capitalized words ("" where one
+        does not apply). The four single-neighbour features are cached per word (:meth:`_ctx_ids`)."""
         n = len(toks)
-        keys = [self.key(t) for t in toks]
         sshapes = [short_shape(t) for t in toks]
         caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
-        # length of the run of capitalized words each token is in, and its position in the run
-        run_len = [0] * n
-        run_pos = [0] * n
-        i = 0
-        while i < n:
-            if caps[i]:
-                j = i
-                while j < n and caps[j]:
-                    j += 1
-                for k in range(i, j):
-                    run_len[k] = j - i
-                    run_pos[k] = k - i
-                i = j
-            else:
-                i += 1
         out: list[list[str]] = []
-        for i, tok in enumerate(toks):
-            p1 = keys[i - 1] if i >= 1 else "BOS"
-            p2 = keys[i - 2] if i >= 2 else "BOS"
-            n1 = keys[i + 1] if i + 1 < n else "EOS"
-            n2 = keys[i + 2] if i + 2 < n else "EOS"
-            ss = sshapes[i]
-            f = list(self.lexical(tok))
-            f += ["-1=" + p1, "-2=" + p2, "+1=" + n1, "+2=" + n2, "-2-1=" + p2 + " " + p1, "+1+2=" + n1 + " " + n2,
-                  "-1+1=" + p1 + " " + n1, "-1s0=" + p1 + " " + ss, "s0+1=" + ss + " " + n1]
-            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
-                f.append("bos " + ss)
-            if caps[i]:
-                f.append(_run_feature(run_len[i], run_pos[i]))
-            out.append(f)
-        return out
-
-    def ids(self, toks: Sequence[str], index: dict[str, int]) -> list[list[int]]:
-        """``[index[f] for f in sequence(toks)[i] if f in index]`` per token, faster: lexical and
-        single-neighbour features are cached per token text."""
-        n = len(toks)
-        get = index.get
-        keys = [self.key(t) for t in toks]
-        sshapes = [short_shape(t) for t in toks]
-        lex = [self._lex_ids(t, index) for t in toks]
-        ctx = [self._ctx_ids(k, index) for k in keys]
-        caps = [bool(t[:1].isupper()) and t.isalpha() for t in toks]
-        none: tuple[int, int, int, int] = self._ctx_ids("BOS", index)
-        eos: tuple[int, int, int, int] = self._ctx_ids("EOS", index)
-        out: list[list[int]] = []
-        run_start = -1
+        run_start = run_len = 0
         for i in range(n):
             p1 = keys[i - 1] if i >= 1 else "BOS"
             p2 = keys[i - 2] if i >= 2 else "BOS"
             n1 = keys[i + 1] if i + 1 < n else "EOS"
             n2 = keys[i + 2] if i + 2 < n else "EOS"
             ss = sshapes[i]
-            row = list(lex[i])
-            c1 = ctx[i - 1] if i >= 1 else none
-            c2 = ctx[i - 2] if i >= 2 else none
-            d1 = ctx[i + 1] if i + 1 < n else eos
-            d2 = ctx[i + 2] if i + 2 < n else eos
-            row += [x for x in (c1[0], c2[1], d1[2], d2[3]) if x >= 0]
-            for f in ("-2-1=" + p2 + " " + p1, "+1+2=" + n1 + " " + n2, "-1+1=" + p1 + " " + n1,
-                      "-1s0=" + p1 + " " + ss, "s0+1=" + ss + " " + n1):
-                j = get(f)
-                if j is not None:
-                    row.append(j)
-            if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1]:
-                j = get("bos " + ss)
-                if j is not None:
-                    row.append(j)
+            bos = "bos " + ss if i == 0 or toks[i - 1] in _SENT_END or "\n" in toks[i - 1] else ""
+            run = ""
             if caps[i]:
-                if run_start < 0 or not caps[i - 1]:
-                    run_start = i
-                    end = i
+                if i == 0 or not caps[i - 1]:  # a run of capitalized words starts here
+                    run_start = end = i
                     while end < n and caps[end]:
                         end += 1
                     run_len = end - i
-                j = get(_run_feature(run_len, i - run_start))
-                if j is not None:
-                    row.append(j)
-            out.append(row)
+                run = _run_feature(run_len, i - run_start)
+            out.append(["-2-1=" + p2 + " " + p1, "+1+2=" + n1 + " " + n2, "-1+1=" + p1 + " " + n1,
+                        "-1s0=" + p1 + " " + ss, "s0+1=" + ss + " " + n1, bos, run])
         return out
+
+    def sequence(self, toks: Sequence[str]) -> list[list[str]]:
+        """Every feature name of every token (the reference path; training uses it)."""
+        n = len(toks)
+        keys = [self.key(t) for t in toks]
+        out: list[list[str]] = []
+        for i, (tok, ctx) in enumerate(zip(toks, self._context(toks, keys), strict=True)):
+            p1 = keys[i - 1] if i >= 1 else "BOS"
+            p2 = keys[i - 2] if i >= 2 else "BOS"
+            n1 = keys[i + 1] if i + 1 < n else "EOS"
+            n2 = keys[i + 2] if i + 2 < n else "EOS"
+            out.append([*self.lexical(tok), "-1=" + p1, "-2=" + p2, "+1=" + n1, "+2=" + n2, *filter(None, ctx)])
+        return out
+
+    CONTEXT_SLOTS = 11
+
+    def context_slots(self, toks: Sequence[str], index: dict[str, int]) -> list[int]:
+        """The ids of every token's ``CONTEXT_SLOTS`` non-lexical features, flat, -1 where the
+        feature is unknown or does not apply (fixed width: one numpy gather sums them)."""
+        n = len(toks)
+        get = index.get
+        keys = [self.key(t) for t in toks]
+        ctx = [self._ctx_ids(k, index) for k in keys]
+        none = self._ctx_ids("BOS", index)
+        eos = self._ctx_ids("EOS", index)
+        out: list[int] = []
+        add = out.extend
+        for i, strs in enumerate(self._context(toks, keys)):
+            add(((ctx[i - 1] if i >= 1 else none)[0], (ctx[i - 2] if i >= 2 else none)[1],
+                 (ctx[i + 1] if i + 1 < n else eos)[2], (ctx[i + 2] if i + 2 < n else eos)[3]))
+            add([get(f, -1) for f in strs])
+        return out
+
+    def ids(self, toks: Sequence[str], index: dict[str, int]) -> list[list[int]]:
+        """``[index[f] for f in sequence(toks)[i] if f in index]`` per token, faster: lexical and
+        single-neighbour features are cached per token text."""
+        slots = self.context_slots(toks, index)
+        w = self.CONTEXT_SLOTS
+        return [[*self._lex_ids(tok, index), *(x for x in slots[i * w:(i + 1) * w] if x >= 0)]
+                for i, tok in enumerate(toks)]
 
     def _lex_ids(self, tok: str, index: dict[str, int]) -> tuple[int, ...]:
         key = "\x00" + tok

@@ -23,6 +23,7 @@ def _worth_tagging(text: str) -> bool:
     from cue patterns)."""
     return _CAP_OR_DIGIT.search(text) is not None
 
+
 NAME = "slg_learned_ner"
 
 
