@@ -436,10 +436,12 @@ def _merge_same(dets: list[Detection]) -> list[Detection]:
         for d in group:
             if merged and d.start < merged[-1].end:
                 m = merged[-1]
-                # the union keeps a pattern's rule over the tagger's (a confident pattern stays strong)
-                rule = m.rule if (m.score, m.rule != LEARNED_NAME) >= (d.score, d.rule != LEARNED_NAME) else d.rule
-                if LEARNED_NAME in (m.rule, d.rule) and rule == LEARNED_NAME:
+                # the union keeps a pattern's rule over the tagger's (a confident pattern stays strong),
+                # else the rule of the higher score
+                if (m.rule == LEARNED_NAME) != (d.rule == LEARNED_NAME):
                     rule = d.rule if m.rule == LEARNED_NAME else m.rule
+                else:
+                    rule = m.rule if m.score >= d.score else d.rule
                 merged[-1] = Detection(m.entity, m.start, max(m.end, d.end), max(m.score, d.score), rule)
             else:
                 merged.append(d)
