@@ -237,3 +237,18 @@ def test_address_is_cut_before_a_name_found_after_its_comma() -> None:
     name = Detection(Entity.PERSON, text.index("Ingrid"), text.index(" will"), 0.86, "slg_learned_ner")
     got = {(d.entity, text[d.start:d.end]) for d in resolve_overlaps([addr, name], text)}
     assert got == {(Entity.STREET_ADDRESS, "7 Harbour Road"), (Entity.PERSON, "Ingrid Solberg")}
+
+
+@pytest.mark.parametrize("text", [
+    "Customer Jane Roe, SSN 123-45-6789, email jane@example.org: draft a reply.",
+    "Please write to Jane Roe, SSN 123-45-6789.",
+    "Refund Jane Roe, card 4111 1111 1111 1111, today.",
+])
+def test_a_name_next_to_an_id_is_never_dropped(analyzer: PIIAnalyzer, text: str) -> None:
+    """The tagger can read "Jane Roe, SSN 123" as an address; a confident pattern match inside
+    it must cut that span, not discard it: every character of the name stays covered."""
+    start = text.index("Jane Roe")
+    covered = set()
+    for d in analyzer.analyze(text):
+        covered.update(range(d.start, d.end))
+    assert set(range(start, start + len("Jane Roe"))) <= covered

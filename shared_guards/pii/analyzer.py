@@ -397,14 +397,16 @@ _EDGE_JUNK = re.compile(r"^(?:[\W_]|\b(?:on|in|at|of|the|and|or|to|from|by|for)\
 
 
 def _cut_tagged(text: str, dets: list[Detection]) -> list[Detection]:
-    """A tagged name or place that runs into a pattern match of another kind ("LEPPEN on Tuesday"
-    against the weekday) keeps only its longer part outside the match, without edge words like "on"."""
+    """A tagged name, place or address that runs into a pattern match of another kind ("LEPPEN on
+    Tuesday" against the weekday; "Jane Roe, SSN 123-45-6789" read as an address) keeps its longer
+    part outside the match, without edge words like "on": cut, never dropped, so the name in it
+    stays covered."""
     pats = [d for d in dets if d.rule not in (LEARNED_NAME, "SpacyRecognizer") and d.score >= _STRONG]
     if not pats:
         return dets
     out = []
     for d in dets:
-        if d.rule == LEARNED_NAME and d.entity != Entity.STREET_ADDRESS:
+        if d.rule == LEARNED_NAME:
             for o in pats:
                 if o.entity == d.entity or not (o.start < d.end and d.start < o.end) or \
                         (o.start <= d.start and d.end <= o.end):
