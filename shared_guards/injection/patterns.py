@@ -1,9 +1,10 @@
 """The pattern layer: one multi-pattern pass over every normalized view.
 
-Phrases go into one Aho-Corasick automaton (pyahocorasick); regexes into one RE2 set per target
-view kind (word view, punctuation-keeping view). Each view is scanned once by each automaton:
-linear time in the text, whatever the number of rules. Offsets of regex matches are computed
-afterwards only for the rules that matched (one RE2 search each, still linear).
+Phrases (escaped literals) and regexes go into one RE2 set per target view kind (word view,
+punctuation-keeping view). Each view is scanned once by each set, a DFA: linear time in the text,
+whatever the number of rules (RE2's set ran ~4x faster than a pyahocorasick automaton holding the
+phrases alone). Offsets of matches are computed afterwards only for the rules that matched (one
+RE2 search each, still linear).
 
 Score: ``1 - prod(1 - w)`` over the distinct rules (and normalizer signals) that matched, so two
 weak signals add up and one strong rule is enough. Per-category scores combine the same way.
@@ -22,7 +23,6 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import ahocorasick
 import re2
 
 from shared_guards.injection.normalize import Normalized, OffsetMap, View, clean, normalize, offset_map, words
@@ -158,18 +158,6 @@ class PatternMatcher:
         self.pack = pack
         self.rules: list[_RuleInfo] = [_RuleInfo(r.id, r.category, r.weight) for r in pack.rules]
         self.signals = {**DEFAULT_SIGNALS, **pack.signals}
-        self._ac = ahocorasick.Automaton()
-        n_phrases = 0
-        for i, r in enumerate(pack.rules):
-            for ph in r.phrases:
-                key = _phrase_key(ph)
-                if key.strip():
-                    existing = self._ac.get(key, ())
-                    self._ac.add_word(key, (*existing, i))
-                    n_phrases += 1
-        self._has_ac = n_phrases > 0
-        if self._has_ac:
-            self._ac.make_automaton()
         self._word_set, self._word_ids, self._word_res = self._build_set(pack, raw=False)
         self._raw_set, self._raw_ids, self._raw_res = self._build_set(pack, raw=True)
 
@@ -179,6 +167,12 @@ class PatternMatcher:
         ids: list[int] = []
         res: list[re2._Regexp] = []
         for i, r in enumerate(pack.rules):
+            # Phrases are word-bounded literals of the word view: escaped into the same set.
+            phrases = [] if raw else [re2.escape(k) for k in map(_phrase_key, r.phrases) if k.strip()]
+            for pat in phrases:
+                s.Add(pat)
+                ids.append(i)
+                res.append(re2.compile(pat, _re2_options()))
             for pat in r.raw_regex if raw else r.regex:
                 # Fold the pattern like the text (lookalike letters, accents): a Russian or Greek
                 # phrase in a rule meets the folded text it has to match.
@@ -203,15 +197,8 @@ class PatternMatcher:
 
     def _scan_view(self, view: View, hits: dict[int, tuple[str, int, int]]) -> None:
         """Add ``rule index -> (view name, start, end in view.text)`` for every rule matched."""
-        text = view.text
-        if self._has_ac:
-            for end, idxs in self._ac.iter(text):
-                for i in idxs:
-                    if i not in hits:
-                        # phrase keys are padded with spaces when word-bounded: we only know the end.
-                        hits[i] = (view.name, -1, end + 1)
         if self._word_set is not None:
-            for k in self._word_set.Match(text) or ():
+            for k in self._word_set.Match(view.text) or ():
                 i = self._word_ids[k]
                 if i not in hits:
                     hits[i] = (view.name, -2, k)  # offsets resolved later for the text view
@@ -286,14 +273,7 @@ class PatternMatcher:
     def _spans(self, view: View, i: int, kind: int, val: int) -> list[tuple[int, int]]:
         """Spans (in ``view.text``) of the occurrences of rule ``i``, at most 16."""
         out: list[tuple[int, int]] = []
-        if kind == -1:  # AC phrases
-            for ph in self.pack.rules[i].phrases:
-                key = _phrase_key(ph)
-                pos = view.text.find(key)
-                while pos >= 0 and len(out) < 16:
-                    out.append((pos, pos + len(key)))
-                    pos = view.text.find(key, pos + 1)
-        elif kind == -2:
+        if kind == -2:
             for m in self._word_res[val].finditer(view.text):
                 s0, e0 = m.span()
                 out.append((s0, e0))
