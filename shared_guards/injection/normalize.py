@@ -133,6 +133,11 @@ _B64_ITER = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 # a digit/+/ and 8 more characters (ordinary long words and compounds do not qualify), or padding.
 _B64_HINT = re2.compile(r"[a-z][A-Za-z0-9+/_-]*[A-Z0-9+/][A-Za-z0-9+/_-]{8,}|[A-Za-z0-9+/]{14,}==?")
 _HEX = re2.compile(r"(?:\\x|\b)(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?){8,}")
+# Spans to decode: the same runs, but a digit must show up in the first 8 pairs (text encodes to
+# bytes 0x20-0x7e, UTF-8 lead bytes 0xc2-0xf4: a digit in every pair or every few). Runs of
+# hex-letter words ("aaaa…", "deadbeefcafe…") then cost one DFA pass, not a match object each.
+_HEX_ITER = re2.compile(r"(?:\\x|\b)(?:(?:\\x|0x)?[a-fA-F]{2}[ :,]?){0,7}(?:\\x|0x)?(?:[0-9][0-9a-fA-F]|[a-fA-F][0-9])"
+                        r"[ :,]?(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ :,]?)*")
 _HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
 _URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
 _TAG = re.compile(r"</?[a-z][a-z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
@@ -486,7 +491,7 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
             out.append(view)
             flags.add("base64")
     if _H_HEX in hints:
-        view = _collect("hex", _HEX, cleaned, _decode_hex)
+        view = _collect("hex", _HEX_ITER, cleaned, _decode_hex)
         if view is not None:
             out.append(view)
             flags.add("hex")
