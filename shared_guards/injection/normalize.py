@@ -232,8 +232,21 @@ def clean(text: str) -> tuple[str, set[str]]:
         return nfkc, flags
     if len(changing) <= 48:
         out = nfkc
-        for ch in changing:
-            out = out.replace(ch, _TABLE[ord(ch)] or "")
+        if len(nfkc) > 4096 and max(distinct) <= "\xff":  # Latin-1 text: one bytes.translate
+            table = bytearray(range(256))
+            delete = bytearray()
+            for ch in changing:
+                rep = _TABLE[ord(ch)]
+                if not rep:
+                    delete.append(ord(ch))
+                elif len(rep) == 1 and rep <= "\xff":
+                    table[ord(ch)] = ord(rep)
+                else:  # "ß" -> "ss"
+                    out = out.replace(ch, rep)
+            out = out.encode("latin-1").translate(table, delete).decode("latin-1")
+        else:
+            for ch in changing:
+                out = out.replace(ch, _TABLE[ord(ch)] or "")
     else:
         out = nfkc.translate(_TABLE)
     # Classify (linear RE2 scans, only when the characters they look for are present).
