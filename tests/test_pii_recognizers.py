@@ -239,6 +239,22 @@ def test_address_is_cut_before_a_name_found_after_its_comma() -> None:
     assert got == {(Entity.STREET_ADDRESS, "7 Harbour Road"), (Entity.PERSON, "Ingrid Solberg")}
 
 
+def test_a_repeated_name_tagged_as_a_place_is_the_name() -> None:
+    """The tagger may read a name differently in two places ("Reply to X" like "flew to X"); the
+    same text as a found name is that name, so a policy that only tags places cannot leak it."""
+    from shared_guards.pii.analyzer import Detection, propagate_names
+
+    text = "Customer Edda Mbeki disputes a charge. Reply to Edda Mbeki. Ship to Edda Lane."
+    a, b = text.index("Edda"), text.index("Edda", 20)
+    c = text.index("Edda Lane")
+    dets = [Detection(Entity.PERSON, a, a + 10, 0.86, "slg_learned_ner"),
+            Detection(Entity.LOCATION, b, b + 10, 0.86, "slg_learned_ner"),
+            Detection(Entity.LOCATION, c, c + 9, 0.86, "slg_learned_ner")]
+    got = {(d.entity, d.start, text[d.start:d.end]) for d in propagate_names(text, dets)}
+    assert (Entity.PERSON, b, "Edda Mbeki") in got
+    assert (Entity.LOCATION, c, "Edda Lane") in got  # only the exact text of the name
+
+
 @pytest.mark.parametrize("text", [
     "Customer Jane Roe, SSN 123-45-6789, email jane@example.org: draft a reply.",
     "Please write to Jane Roe, SSN 123-45-6789.",
@@ -248,7 +264,7 @@ def test_a_name_next_to_an_id_is_never_dropped(analyzer: PIIAnalyzer, text: str)
     """The tagger can read "Jane Roe, SSN 123" as an address; a confident pattern match inside
     it must cut that span, not discard it: every character of the name stays covered."""
     start = text.index("Jane Roe")
-    covered = set()
+    covered: set[int] = set()
     for d in analyzer.analyze(text):
         covered.update(range(d.start, d.end))
     assert set(range(start, start + len("Jane Roe"))) <= covered

@@ -672,9 +672,18 @@ def coordinated_names(text: str, dets: list[Detection]) -> list[Detection]:
     return sorted([*dets, *added], key=lambda d: (d.start, d.end))
 
 
+_RELABEL = frozenset({Entity.LOCATION.value, Entity.ORGANIZATION.value, Entity.NRP.value})
+
+
 def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:
     """Other occurrences of a detected name's capitalized parts are the same person
-    ("Faina D. Yefremova ... early Yefremova")."""
+    ("Faina D. Yefremova ... early Yefremova"); a tagged place, organization or group with exactly
+    the text of a found name is that name ("Customer Jo Ode ... Reply to Jo Ode" read once as a place)."""
+    names = {text[d.start:d.end] for d in dets if d.entity == Entity.PERSON}
+    if names:
+        dets = [Detection(Entity.PERSON.value, d.start, d.end, d.score, d.rule)
+                if d.entity in _RELABEL and d.rule == LEARNED_NAME and text[d.start:d.end] in names else d
+                for d in dets]
     parts = {m.group(0) for d in dets if d.entity == Entity.PERSON
              for m in _NAME_TOKEN.finditer(text, d.start, d.end) if m.group(0)[0].isupper()}
     if not parts:
