@@ -20,7 +20,7 @@ import base64
 import gzip
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,11 @@ class NerModel:
     weights: npt.NDArray[np.float32]  # (n_features, n_tags)
     transitions: npt.NDArray[np.float32]  # (n_tags + 1, n_tags); last row = start
     meta: dict[str, Any]
+    lexicon: dict[str, list[str]] = field(default_factory=dict)  # {class: words}, see ner_features
 
     def __post_init__(self) -> None:
         self.tags = tag_names(self.labels)
-        self.featurizer = Featurizer(self.words)
+        self.featurizer = Featurizer(self.words, self.lexicon)
         self._trans = self.transitions.astype(np.float64) + transition_mask(self.labels)
         self._w_ext = np.vstack([self.weights.astype(np.float64), np.zeros((1, len(self.tags)))])
         self._lexv: dict[str, npt.NDArray[np.float64]] = {}
@@ -136,14 +137,17 @@ class NerModel:
         """Character spans ``(start, end, label)`` found in ``text`` (``tokens``: its
         :func:`tokenize` result, if already computed)."""
         toks, starts = tokens if tokens is not None else tokenize(text)
-        out = []
+        out: list[tuple[int, int, str]] = []
         for a, b, lab in tags_to_spans(self.predict(toks)):
             while a < b and toks[a].isspace():
                 a += 1
             while b > a and toks[b - 1].isspace():
                 b -= 1
             if a < b:
-                out.append((starts[a], starts[b - 1] + len(toks[b - 1]), lab))
+                start, end = starts[a], starts[b - 1] + len(toks[b - 1])
+                if out and out[-1][2] == lab and out[-1][1] + 1 == start and text[start - 1] in "-‐":
+                    start = out.pop()[0]  # "Mei-Ling" tagged as two names is one
+                out.append((start, end, lab))
         return out
 
     # -- persistence --------------------------------------------------------------------------
@@ -159,6 +163,7 @@ class NerModel:
             "weights": base64.b64encode(self.weights.astype("<f2").tobytes()).decode("ascii"),
             "transitions": [[round(float(x), 4) for x in row] for row in self.transitions],
             "meta": self.meta,
+            "lexicon": self.lexicon,
         }
 
     def save(self, path: str | Path) -> None:
@@ -178,7 +183,8 @@ class NerModel:
         if len(feats) != rows:
             raise ValueError("feature count and weight rows differ")
         return cls(tuple(d["labels"]), frozenset(d["words"]), feats, w,
-                   np.asarray(d["transitions"], dtype=np.float32), dict(d.get("meta", {})))
+                   np.asarray(d["transitions"], dtype=np.float32), dict(d.get("meta", {})),
+                   {str(c): [str(w) for w in ws] for c, ws in d.get("lexicon", {}).items()})
 
     @classmethod
     def load(cls, path: str | Path) -> NerModel:

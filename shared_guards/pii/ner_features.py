@@ -10,8 +10,10 @@ faster (a test checks they agree).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
+from pathlib import Path
 
 _SENT_END = frozenset({".", "!", "?", ":", ";", '"', "“", "”", "(", ")", "-", "–", "—", "*", "•"})
 
@@ -31,6 +33,39 @@ def tokenize(text: str) -> tuple[list[str], list[int]]:
         toks.append(m.group())
         starts.append(m.start())
     return toks, starts
+
+
+# -- the hand-written lexicon ------------------------------------------------------------------
+
+DEFAULT_LEXICON_PATH = Path(__file__).resolve().parents[1] / "data" / "pii" / "lexicon.txt"
+
+
+def read_lexicon(path: str | Path = DEFAULT_LEXICON_PATH) -> dict[str, list[str]]:
+    """``{class: sorted words}`` of a lexicon file: ``@class`` lines start a section, ``#`` a comment."""
+    out: dict[str, set[str]] = {}
+    cls = ""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("@"):
+            cls = line[1:].strip()
+            out.setdefault(cls, set())
+        elif line:
+            if not cls:
+                raise ValueError(f"{path}: words before the first @class line")
+            out[cls].update(w.lower() for w in line.split())
+    return {c: sorted(ws) for c, ws in sorted(out.items())}
+
+
+_UNFOLDED = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ð": "d", "þ": "th", "ß": "ss", "æ": "ae", "œ": "oe",
+                           "ı": "i"})
+
+
+def _fold(word: str) -> str:
+    """Lower case without diacritics (``Zoë`` -> ``zoe``, ``Łódź`` -> ``lodz``)."""
+    low = word.lower()
+    if low.isascii():
+        return low
+    return "".join(c for c in unicodedata.normalize("NFKD", low.translate(_UNFOLDED)) if not unicodedata.combining(c))
 
 
 # -- token features -------------------------------------------------------------------------------
@@ -92,10 +127,17 @@ def _len_bucket(n: int) -> str:
 
 
 class Featurizer:
-    """Feature strings of a token sequence. ``words`` is the ordinary-word vocabulary."""
+    """Feature strings of a token sequence. ``words`` is the ordinary-word vocabulary, ``lexicon``
+    the hand-written word classes (``{class: words}``, :func:`read_lexicon`): a word's classes are
+    features (``lx=given``), its identity is not."""
 
-    def __init__(self, words: Iterable[str]) -> None:
+    def __init__(self, words: Iterable[str], lexicon: Mapping[str, Iterable[str]] | None = None) -> None:
         self.words = frozenset(words)
+        classes: dict[str, list[str]] = {}
+        for cls, ws in sorted((lexicon or {}).items()):
+            for w in ws:
+                classes.setdefault(w, []).append(cls)
+        self.classes = {w: tuple(cs) for w, cs in classes.items()}
         self._lex: dict[str, tuple[str, ...]] = {}
         self._key: dict[str, str] = {}
         self._ids: dict[str, tuple[int, ...]] = {}  # valid for one feature index (one model)
@@ -113,7 +155,7 @@ class Featurizer:
                 elif len(tok) <= 2 and not tok.isalnum():
                     k = tok
                 else:
-                    k = "<" + short_shape(tok) + ">"
+                    k = "<" + ":".join((short_shape(tok), *self.lexicon_classes(tok))) + ">"
             if len(self._key) < 100_000:
                 self._key[tok] = k
         return k
@@ -127,6 +169,7 @@ class Featurizer:
                  "l=" + _len_bucket(len(tok))]
         if tok[:1].isupper() and low in self.words:
             feats.append("capword")
+        feats += ["lx=" + c for c in self.lexicon_classes(tok)]
         if tok.isalpha() and len(tok) >= 4:
             feats += ["x2=" + low[-2:], "x3=" + low[-3:], "x4=" + low[-4:], "p2=" + low[:2], "p3=" + low[:3]]
         elif tok.isalpha() and len(tok) == 3:
@@ -138,6 +181,16 @@ class Featurizer:
         if len(self._lex) < 100_000:
             self._lex[tok] = out
         return out
+
+    def lexicon_classes(self, tok: str) -> tuple[str, ...]:
+        """The lexicon classes of a word (accents ignored; a plural -s of a demonym counts)."""
+        if not self.classes or not tok[:1].isalpha():
+            return ()
+        low = _fold(tok).replace("'", "").replace("’", "")
+        cs = self.classes.get(low)
+        if cs is None and len(low) > 4 and low.endswith("s"):
+            cs = tuple(c for c in self.classes.get(low[:-1], ()) if c == "nrp")
+        return cs or ()
 
     def _context(self, toks: Sequence[str], keys: Sequence[str]) -> list[list[str]]:
         """Per token, the 7 features that combine it with its neighbours or its place: word pairs,

@@ -5,8 +5,9 @@
 
 Input rows: ``{"id", "text", "spans": [{"start", "end", "label"}], "template_id"?}``. Gold labels are
 folded into the tagger's labels (GPE/LOC/FAC -> LOCATION, NORP -> NRP, ORG -> ORGANIZATION, PER ->
-PERSON, STREET_ADDRESS); other labels are left to the pattern recognizers. Deterministic: same data
-and options, byte-identical model file.
+PERSON, STREET_ADDRESS); other labels are left to the pattern recognizers. The hand-written word
+classes of ``--lexicon`` (default ``shared_guards/data/pii/lexicon.txt``) become features and are
+stored in the model. Deterministic: same data and options, byte-identical model file.
 
 ``--cv K`` first reports out-of-fold scores with folds grouped by ``template_id`` (rows of one
 template never sit on both sides; rows without one are their own group): the tagger alone and, with
@@ -40,6 +41,7 @@ from shared_guards.pii.learned_ner import (
     transition_mask,
     viterbi,
 )
+from shared_guards.pii.ner_features import DEFAULT_LEXICON_PATH, read_lexicon
 
 LABEL_MAP: dict[str, str] = {
     "PERSON": "PERSON", "PER": "PERSON",
@@ -100,8 +102,8 @@ def read_vocab_texts(paths: Sequence[str | Path], min_rows: int = 3) -> frozense
     return frozenset(w for w, n in rows.items() if n >= min_rows)
 
 
-def build_vocab(examples: Sequence[Example], min_groups: int, extra_words: frozenset[str] = frozenset()
-                ) -> tuple[frozenset[str], dict[str, int]]:
+def build_vocab(examples: Sequence[Example], min_groups: int, extra_words: frozenset[str] = frozenset(),
+                lexicon: dict[str, list[str]] | None = None) -> tuple[frozenset[str], dict[str, int]]:
     """Ordinary words (seen in lower case in ``min_groups`` templates, or in ``extra_words``) and the
     feature strings seen in at least ``min_groups`` templates."""
     word_groups: dict[str, set[str]] = defaultdict(set)
@@ -110,7 +112,7 @@ def build_vocab(examples: Sequence[Example], min_groups: int, extra_words: froze
             if is_ordinary(t):
                 word_groups[t].add(ex.group)
     words = frozenset(w for w, g in word_groups.items() if len(g) >= min_groups) | extra_words
-    fz = Featurizer(words)
+    fz = Featurizer(words, lexicon)
     feat_groups: dict[str, set[str]] = defaultdict(set)
     for ex in examples:
         for fs in fz.sequence(ex.toks):
@@ -121,14 +123,17 @@ def build_vocab(examples: Sequence[Example], min_groups: int, extra_words: froze
 
 
 def train(examples: Sequence[Example], *, epochs: int = 8, min_groups: int = 2, seed: int = 13,
-          labels: Sequence[str] = LABELS, extra_words: frozenset[str] = frozenset()) -> NerModel:
-    """Averaged structured perceptron with BIO-constrained Viterbi."""
-    words, feats = build_vocab(examples, min_groups, extra_words)
+          labels: Sequence[str] = LABELS, extra_words: frozenset[str] = frozenset(),
+          lexicon: dict[str, list[str]] | None = None) -> NerModel:
+    """Averaged structured perceptron with BIO-constrained Viterbi. ``lexicon``: hand-written word
+    classes (:func:`~shared_guards.pii.ner_features.read_lexicon`), kept in the model."""
+    lexicon = lexicon or {}
+    words, feats = build_vocab(examples, min_groups, extra_words, lexicon)
     tags = tag_names(labels)
     tag_ix = {t: i for i, t in enumerate(tags)}
     nt = len(tags)
     model = NerModel(tuple(labels), words, feats, np.zeros((len(feats), nt), dtype=np.float32),
-                     np.zeros((nt + 1, nt), dtype=np.float32), {})
+                     np.zeros((nt + 1, nt), dtype=np.float32), {}, lexicon)
     data = [(model.feature_ids(ex.toks), [tag_ix[t] for t in ex.gold_tags]) for ex in examples if ex.toks]
     w = np.zeros((len(feats), nt))
     wsum = np.zeros_like(w)  # Daume's averaging: avg = w - wsum / c
@@ -167,7 +172,7 @@ def train(examples: Sequence[Example], *, epochs: int = 8, min_groups: int = 2, 
     kept = {names[int(i)]: n for n, i in enumerate(keep)}
     meta = {"tokenizer": TOKENIZER, "epochs": epochs, "min_groups": min_groups, "seed": seed, "rows": len(examples),
             "groups": len({ex.group for ex in examples})}
-    return NerModel(tuple(labels), words, kept, avg_w[keep], avg_tr, meta)
+    return NerModel(tuple(labels), words, kept, avg_w[keep], avg_tr, meta, lexicon)
 
 
 def _emissions(w: npt.NDArray[np.float64], ids: list[list[int]], nt: int) -> npt.NDArray[np.float64]:
@@ -265,12 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--vocab-text", action="append", default=[],
                     help="JSONL file(s) with a 'text' field: their lower-case words (in 3+ rows) are ordinary words")
+    ap.add_argument("--lexicon", default=str(DEFAULT_LEXICON_PATH),
+                    help="hand-written word classes (@class sections); their flags are features (default: packaged)")
+    ap.add_argument("--no-lexicon", action="store_true", help="train without word-class features")
     ap.add_argument("--cv", type=int, default=0, help="K-fold cross-validation grouped by template_id first")
     ap.add_argument("--cv-analyzer", choices=["learned", "both", "spacy"], action="append", default=[],
                     help="with --cv: also score the whole analyzer with this NER backend out-of-fold")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"epochs": args.epochs, "min_groups": args.min_groups, "seed": args.seed,
-                          "extra_words": read_vocab_texts(args.vocab_text)}
+                          "extra_words": read_vocab_texts(args.vocab_text),
+                          "lexicon": {} if args.no_lexicon else read_lexicon(args.lexicon)}
     examples = read_examples(args.data)
     print(f"{len(examples)} rows, {len({e.group for e in examples})} groups", file=sys.stderr)
     if args.cv:
