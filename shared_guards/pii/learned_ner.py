@@ -6,9 +6,11 @@ token's lower-cased form when it is an ordinary word (seen in lower case in the 
 several templates), the same for two neighbours on each side, position in a run of capitalized
 words and at the start of a sentence or line. A capitalized word's own identity is **not** a feature
 unless it is an ordinary lower-case word too (its affixes and character trigrams are): the model
-learns what names, places and companies look like, not lists of them.
+learns what names, places and companies look like, not lists of them. General knowledge comes as
+word classes from a small hand-written lexicon (``lx=given``, ``lx=country``...), weighed like any
+other feature and stored in the model file.
 
-The model is ~124 KB (``shared_guards/data/pii/ner_model.json.gz``), loads in a fraction of
+The model is ~140 KB (``shared_guards/data/pii/ner_model.json.gz``), loads in a fraction of
 a second and tags about 200 tokens (1 KB of text) in a few milliseconds in pure Python + numpy.
 Tokens and features: :mod:`shared_guards.pii.ner_features`. Train it with
 ``python -m shared_guards.pii.train_ner`` (see docs/pii.md).

@@ -2,7 +2,8 @@
 
 A regex tokenizer (no spaCy needed) and the generic token features: shape, capitalization, script,
 length, affixes and character trigrams, the lower-cased form of ordinary words only, neighbours and
-their pairs, sentence/line starts and runs of capitalized words. ``Featurizer.sequence`` is the
+their pairs, sentence/line starts and runs of capitalized words, and the word classes of the
+hand-written lexicon (``shared_guards/data/pii/lexicon.txt``). ``Featurizer.sequence`` is the
 reference definition; ``Featurizer.ids`` and ``NerModel.fast_emissions`` compute the same features
 faster (a test checks they agree).
 """
