@@ -154,6 +154,31 @@ def test_long_text_fast_path_folds_like_the_table() -> None:
     assert clean(text)[0] == unicodedata.normalize("NFKC", text).translate(_TABLE)
 
 
+def test_offset_map_word_path_equals_the_character_loop() -> None:
+    """Property: the word-by-word offset map of plain ASCII text is the character loop's map."""
+    import string
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from shared_guards.injection.normalize import OffsetMap
+
+    pieces = st.one_of(
+        st.text(alphabet=string.ascii_letters + string.digits + " \n\t.,;:!?-_'\"()[]{}/\\|*#@$%^+=~`&<>", max_size=12),
+        st.sampled_from(["<b>", "</p>", "<!-- ", " -->", "&amp;", "<a href='x'>"]),
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(pieces, max_size=12).map("".join))
+    def check(text: str) -> None:
+        fast = OffsetMap(text)
+        slow = object.__new__(OffsetMap)
+        slow._slow(text)
+        assert (fast.chars, fast.index) == (slow.chars, slow.index)
+
+    check()
+
+
 def test_clean_equals_nfkc_then_table_for_any_text() -> None:
     """Property: the shortcuts of ``clean`` (skipping NFKC when every character is inert, one
     replace per distinct character) give exactly NFKC followed by the folding table."""

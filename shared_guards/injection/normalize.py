@@ -572,19 +572,42 @@ def rot13(s: str) -> str:
     return codecs.encode(s, "rot13")
 
 
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+
+
 class OffsetMap:
     """Maps spans of the ``text`` view back to the original string (built once per segment, only
-    when a match needs offsets: a Python loop over the text)."""
+    when a match needs offsets). ASCII text without markup tags maps word by word
+    (its view is its alphanumeric runs, lower-cased, joined by single spaces); anything else goes
+    through a Python loop over the characters."""
 
     __slots__ = ("chars", "index")
 
     def __init__(self, original: str) -> None:
+        if original.isascii() and ("<" not in original or _TAG.search(original.lower()) is None):
+            runs = _ALNUM_RUN.findall(original)
+            if runs:
+                index: list[int] = [0]
+                pos = 0
+                for k, run in enumerate(runs):
+                    start = original.index(run, pos)
+                    if k:
+                        index.append(start)  # the space before a word maps to the word's start
+                    pos = start + len(run)
+                    index.extend(range(start, pos))
+                index.append(len(original))
+                self.chars = " " + " ".join(runs).lower() + " "
+                self.index = index
+                return
+        self._slow(original)
+
+    def _slow(self, original: str) -> None:
         in_tag = bytearray(len(original))
         if "<" in original:
             for m in _TAG.finditer(original.lower()):
                 in_tag[m.start():m.end()] = b"\x01" * (m.end() - m.start())
         chars: list[str] = [" "]
-        index: list[int] = [0]
+        index = [0]
         pending_space = True
         for i, ch in enumerate(original):
             if in_tag[i]:
