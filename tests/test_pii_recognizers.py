@@ -268,3 +268,14 @@ def test_a_name_next_to_an_id_is_never_dropped(analyzer: PIIAnalyzer, text: str)
     for d in analyzer.analyze(text):
         covered.update(range(d.start, d.end))
     assert set(range(start, start + len("Jane Roe"))) <= covered
+
+
+@pytest.mark.parametrize("text, phone", [
+    ("+33 1 42 68 53 00 is the office", "+33 1 42 68 53 00"),
+    ("+44 20 7946 0958 is the office", "+44 20 7946 0958"),
+])
+def test_an_international_number_is_masked_whole_when_a_cue_boosts_its_local_part(text: str, phone: str) -> None:
+    # the local part ("42 68 53 00") gets a cue boost the "+CC" match does not; the two overlapping
+    # phone matches are one number, so nothing of it ("+33 1") may stay unmasked
+    dets = [d for d in get_analyzer().analyze(text) if d.entity == Entity.PHONE_NUMBER]
+    assert [text[d.start:d.end] for d in dets] == [phone]

@@ -425,11 +425,11 @@ def _cut_tagged(text: str, dets: list[Detection]) -> list[Detection]:
     return out
 
 
-_MERGED = (Entity.STREET_ADDRESS, Entity.PERSON, Entity.LOCATION)
+_MERGED = (Entity.STREET_ADDRESS, Entity.PERSON, Entity.LOCATION, Entity.PHONE_NUMBER)
 
 
 def _merge_same(dets: list[Detection]) -> list[Detection]:
-    """Overlapping matches of one entity (address, person, place) become one span, the union,
+    """Overlapping matches of one entity (address, person, place, phone) become one span, the union,
     with the best score: "Pablo Ortega" from a cue and "Ortega" from NER is one name."""
     out = [d for d in dets if d.entity not in _MERGED]
     for ent in _MERGED:
