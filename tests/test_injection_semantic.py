@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,42 @@ async def test_semantic_guard_scans_tool_results_and_never_echoes_text() -> None
     ok = await guard.check_request(GuardRequest((Message(Role.USER, (ContentPart(text=BENIGN[2]),)),), "general"),
                                    _ctx())
     assert ok.action is Action.ALLOW and ok.findings == ()
+
+
+def _spy(det: SemanticDetector) -> list[list[str]]:
+    """Record which texts reach the model (the real one still runs)."""
+    calls: list[list[str]] = []
+    real = det._score_uncached
+
+    def spy(texts: Sequence[str]) -> list[sem.SemanticScore]:
+        calls.append(list(texts))
+        return real(texts)
+
+    det._score_uncached = spy  # type: ignore[method-assign]
+    return calls
+
+
+def test_texts_seen_recently_do_not_reach_the_model_again() -> None:
+    # a chat client re-sends the earlier turns every time: only the new message is encoded
+    det = SemanticDetector(SemanticSettings(cache_size=8))
+    first = det.score([BENIGN[0], ATTACKS[0]])
+    calls = _spy(det)
+    again = det.score([BENIGN[0], BENIGN[1], ATTACKS[0]])
+    assert calls == [[BENIGN[1]]]
+    assert again[0] == first[0] and again[2] == first[1]
+    assert again[2].score >= 0.5 > again[1].score
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in det._scores)  # digests, never the text
+
+
+def test_score_cache_is_bounded_and_can_be_turned_off() -> None:
+    det = SemanticDetector(SemanticSettings(cache_size=2))
+    det.score(BENIGN[:3])
+    assert len(det._scores) == 2
+    calls = _spy(det)
+    det.score([BENIGN[0], BENIGN[2]])  # the oldest was evicted, the newest is still there
+    assert calls == [[BENIGN[0]]]
+    off = SemanticDetector(SemanticSettings(cache_size=0))
+    off_calls = _spy(off)
+    off.score([BENIGN[0]])
+    off.score([BENIGN[0]])
+    assert off_calls == [[BENIGN[0]], [BENIGN[0]]] and not off._scores

@@ -31,6 +31,7 @@ class SemanticConfig(GuardConfig):
     chunk_overlap: int = Field(64, ge=0)
     max_chunks: int = Field(32, ge=1, description="windows per segment (evenly spaced beyond this)")
     batch_size: int = Field(32, ge=1)
+    cache_size: int = Field(4096, ge=0, description="scores of recently seen texts reused (by SHA-256); 0: off")
     preload: bool = Field(True, description="load the model when the guard is built (not on the first request)")
 
 
@@ -47,6 +48,7 @@ def settings_from(cfg: SemanticConfig, base_dir: str = ".") -> SemanticSettings:
         model_path=resolve(cfg.model_path), kind=cfg.kind, head_path=resolve(cfg.head_path),
         max_chars=cfg.max_chars, chunk_tokens=cfg.chunk_tokens, chunk_overlap=cfg.chunk_overlap,
         max_chunks=cfg.max_chunks, batch_size=cfg.batch_size, classifier_threshold=cfg.classifier_threshold,
+        cache_size=cfg.cache_size,
     )
 
 

@@ -20,10 +20,12 @@ detector mix layers on one scale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -376,6 +378,7 @@ class SemanticSettings:
     max_chunks: int = 32
     batch_size: int = 32
     classifier_threshold: float = 0.5  # operating point of a sequence classifier (mapped to 0.5)
+    cache_size: int = 4096  # scores of recently seen texts (by SHA-256), e.g. a chat's earlier turns; 0: off
 
 
 _heads: dict[str, Head] = {}
@@ -400,6 +403,11 @@ class SemanticDetector:
         self.model_path = Path(s.model_path) if s.model_path else packaged_model_path()
         self.head = load_head(s.head_path) if s.kind is ModelKind.ENCODER_HEAD else None
         self._model: Any = None
+        # A chat client re-sends the whole conversation (and the same system prompt) on every turn:
+        # scores of texts seen recently are reused, so only new messages reach the model. Keys are
+        # SHA-256 digests, values scores: no text is kept.
+        self._scores: OrderedDict[bytes, SemanticScore] = OrderedDict()
+        self._scores_lock = threading.Lock()
 
     @property
     def model(self) -> Any:
@@ -428,7 +436,36 @@ class SemanticDetector:
         return np.asarray(probs, dtype=np.float32), owner
 
     def score(self, texts: Sequence[str]) -> list[SemanticScore]:
-        """One calibrated score per text (max over its windows); empty texts score 0."""
+        """One calibrated score per text (max over its windows); empty texts score 0. Texts scored
+        recently come from the cache (``cache_size``); the rest go through the model in one batch."""
+        size = self.settings.cache_size
+        result = [SemanticScore(0.0) for _ in texts]
+        keys: dict[int, bytes] = {}
+        todo: list[int] = []
+        with self._scores_lock:
+            for i, t in enumerate(texts):
+                if not t or not t.strip():
+                    continue
+                if size > 0:
+                    key = keys[i] = hashlib.sha256(t[: self.settings.max_chars].encode("utf-8", "surrogatepass")).digest()
+                    hit = self._scores.get(key)
+                    if hit is not None:
+                        self._scores.move_to_end(key)
+                        result[i] = hit
+                        continue
+                todo.append(i)
+        if todo:
+            for i, sc in zip(todo, self._score_uncached([texts[i] for i in todo]), strict=True):
+                result[i] = sc
+            if size > 0:
+                with self._scores_lock:
+                    for i in todo:
+                        self._scores[keys[i]] = result[i]
+                    while len(self._scores) > size:
+                        self._scores.popitem(last=False)
+        return result
+
+    def _score_uncached(self, texts: Sequence[str]) -> list[SemanticScore]:
         idx = [i for i, t in enumerate(texts) if t and t.strip()]
         result = [SemanticScore(0.0) for _ in texts]
         if not idx:
