@@ -152,6 +152,11 @@ def test_long_text_fast_path_folds_like_the_table() -> None:
 
     text = "Grüße aus München! Größe ½ ﬁ ＡＢＣ Іgnоrе a\u200bb \u202e x 🙂 日本語 ß Æ ł " * 300
     assert clean(text)[0] == unicodedata.normalize("NFKC", text).translate(_TABLE)
+    # Latin-1 only, long enough for the byte histogram and the byte-level folding (ß -> ss, ½, ª, soft hyphen)
+    for latin in ("Grüße aus München, Größe ½, ª, Ça va? naïve café\u00ad Straße. " * 1200,
+                  "plain ascii words and one ß at the end " * 2000 + "ß"):
+        assert len(latin) > 65_536
+        assert clean(latin)[0] == unicodedata.normalize("NFKC", latin).translate(_TABLE)
 
 
 def test_offset_map_word_path_equals_the_character_loop() -> None:
