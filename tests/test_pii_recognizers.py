@@ -279,3 +279,26 @@ def test_an_international_number_is_masked_whole_when_a_cue_boosts_its_local_par
     # phone matches are one number, so nothing of it ("+33 1") may stay unmasked
     dets = [d for d in get_analyzer().analyze(text) if d.entity == Entity.PHONE_NUMBER]
     assert [text[d.start:d.end] for d in dets] == [phone]
+
+
+@pytest.mark.parametrize("text, split", [
+    ("Gaetane, Hannah, Anthony, Derek, Anna and Andrew.", True),   # given names: six people
+    ("Mary, Ariana, Isabel & Teresa", True),
+    ("Barnett, Melton and Garcia", False),                          # surnames: a firm's name
+    ("Paris, Lyon, Marseille and Nice", False),                     # places
+    ("Hannah and Derek", False),                                    # two items: left to the tagger
+])
+def test_a_tagged_list_of_given_names_is_that_many_people(text: str, split: bool) -> None:
+    from shared_guards.pii.analyzer import Detection, split_name_lists
+    from shared_guards.pii.learned_ner import load_model
+    from shared_guards.pii.ner_recognizer import NAME
+
+    classes = load_model().featurizer.lexicon_classes
+    for entity in (Entity.LOCATION, Entity.STREET_ADDRESS, Entity.ORGANIZATION):
+        out = split_name_lists(text, [Detection(entity.value, 0, len(text), 0.8, NAME)], classes)
+        if split:
+            names = [n.strip() for n in text.rstrip(".").replace(" and ", ",").replace("&", ",").split(",")]
+            assert [text[d.start:d.end] for d in out] == names
+            assert {d.entity for d in out} == {Entity.PERSON.value}
+        else:
+            assert [(d.entity, d.start, d.end) for d in out] == [(entity.value, 0, len(text))]

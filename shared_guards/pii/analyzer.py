@@ -13,7 +13,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -307,6 +307,8 @@ class PIIAnalyzer:
                 # (with it they add far more false names than real ones: grouped CV on pii_dev).
                 dets = name_candidates(text, words, dets)
                 dets = coordinated_names(text, dets)
+            if self.learned is not None:
+                dets = split_name_lists(text, dets, self.learned.featurizer.lexicon_classes)
             dets = propagate_names(text, dets)
         return tuple(dets)
 
@@ -673,6 +675,39 @@ def coordinated_names(text: str, dets: list[Detection]) -> list[Detection]:
 
 
 _RELABEL = frozenset({Entity.LOCATION.value, Entity.ORGANIZATION.value, Entity.NRP.value})
+_LIST_SEP = re.compile(r"\s*(?:,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*)")
+_LIST_ITEM = re.compile(r"[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?")
+_PLACE_CLASSES = frozenset({"city", "country", "region"})
+_LIST_ENTITIES = frozenset({Entity.LOCATION.value, Entity.STREET_ADDRESS.value, Entity.ORGANIZATION.value})
+
+
+def split_name_lists(text: str, dets: list[Detection], classes: Callable[[str], tuple[str, ...]]) -> list[Detection]:
+    """A tagged place or organization that is a list of single given names ("Gaetane, Hannah,
+    Anthony, Derek and Anna") is that many people: each item capitalized, most of them in the
+    lexicon's given names, none a place. Lists of surnames ("Barnett, Melton and Garcia", a firm) or
+    of places ("Paris, Lyon and Nice") stay as they are."""
+    out: list[Detection] = []
+    changed = False
+    for d in dets:
+        if d.rule != LEARNED_NAME or d.entity not in _LIST_ENTITIES:
+            out.append(d)
+            continue
+        span = text[d.start:d.end].rstrip(".")
+        items: list[tuple[int, int]] = []
+        pos = 0
+        for m in _LIST_SEP.finditer(span):
+            items.append((pos, m.start()))
+            pos = m.end()
+        items.append((pos, len(span)))
+        words = [span[a:b] for a, b in items]
+        if (len(words) < 3 or not all(w[:1].isupper() and _LIST_ITEM.fullmatch(w) for w in words)
+                or any(_PLACE_CLASSES.intersection(classes(w)) for w in words)
+                or 3 * sum("given" in classes(w) for w in words) < 2 * len(words)):
+            out.append(d)
+            continue
+        changed = True
+        out += [Detection(Entity.PERSON.value, d.start + a, d.start + b, d.score, "name_list") for a, b in items]
+    return out if changed else dets
 
 
 def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:
