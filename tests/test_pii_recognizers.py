@@ -302,3 +302,24 @@ def test_a_tagged_list_of_given_names_is_that_many_people(text: str, split: bool
             assert {d.entity for d in out} == {Entity.PERSON.value}
         else:
             assert [(d.entity, d.start, d.end) for d in out] == [(entity.value, 0, len(text))]
+
+
+@pytest.mark.parametrize("text, listed, split", [
+    ("It is the brainchild of our 3 founders: Kónya, Becker and Vasquez.", "Becker and Vasquez", True),
+    ("The co-founders were Eklund, Moreau and Hodge.", "Eklund, Moreau and Hodge", True),
+    ("The case went to Barnett, Melton and Garcia last week.", "Barnett, Melton and Garcia", False),
+    ("Our partners: Acme, Globex and Initech.", "Acme, Globex and Initech", False),  # companies
+])
+def test_a_list_after_a_word_for_people_is_people(text: str, listed: str, split: bool) -> None:
+    from shared_guards.pii.analyzer import Detection, split_name_lists
+    from shared_guards.pii.learned_ner import load_model
+    from shared_guards.pii.ner_recognizer import NAME
+
+    start = text.index(listed)
+    d = Detection(Entity.ORGANIZATION.value, start, start + len(listed), 0.8, NAME)
+    out = split_name_lists(text, [d], load_model().featurizer.lexicon_classes)
+    if split:
+        assert {x.entity for x in out} == {Entity.PERSON.value}
+        assert [text[x.start:x.end] for x in out] == listed.replace(" and ", ", ").split(", ")
+    else:
+        assert out == [d]

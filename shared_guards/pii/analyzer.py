@@ -678,14 +678,23 @@ _RELABEL = frozenset({Entity.LOCATION.value, Entity.ORGANIZATION.value, Entity.N
 _LIST_SEP = re.compile(r"\s*(?:,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*)")
 _LIST_ITEM = re.compile(r"[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?")
 _PLACE_CLASSES = frozenset({"city", "country", "region"})
+# A word for people right before a list (earlier items of the list may sit in between).
+_PEOPLE_CUE = re.compile(
+    r"\b(?:co-?founders|founders|authors|speakers|attendees|participants|winners|members|guests|students|"
+    r"employees|colleagues|co-?workers|friends|siblings|children|sons|daughters|brothers|sisters|parents|"
+    r"grandparents|patients|tenants|residents|witnesses|defendants|plaintiffs|candidates|nominees|volunteers|"
+    r"players|teammates|classmates|roommates|cousins|nephews|nieces|doctors|nurses|teachers|owners)"
+    r"(?:\s+(?:are|were|include|included|including|is|was))?\s*:?\s*"
+    r"(?:[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?\s*,\s*)*$", re.IGNORECASE)
 _LIST_ENTITIES = frozenset({Entity.LOCATION.value, Entity.STREET_ADDRESS.value, Entity.ORGANIZATION.value})
 
 
 def split_name_lists(text: str, dets: list[Detection], classes: Callable[[str], tuple[str, ...]]) -> list[Detection]:
     """A tagged place or organization that is a list of single given names ("Gaetane, Hannah,
     Anthony, Derek and Anna") is that many people: each item capitalized, most of them in the
-    lexicon's given names, none a place. Lists of surnames ("Barnett, Melton and Garcia", a firm) or
-    of places ("Paris, Lyon and Nice") stay as they are."""
+    lexicon's given names, none a place. After a word for people ("our 3 founders: Kónya, Becker and
+    Vasquez") any such list is people. Lists of surnames with no such word ("Barnett, Melton and
+    Garcia", a firm) or of places ("Paris, Lyon and Nice") stay as they are."""
     out: list[Detection] = []
     changed = False
     for d in dets:
@@ -700,9 +709,11 @@ def split_name_lists(text: str, dets: list[Detection], classes: Callable[[str], 
             pos = m.end()
         items.append((pos, len(span)))
         words = [span[a:b] for a, b in items]
-        if (len(words) < 3 or not all(w[:1].isupper() and _LIST_ITEM.fullmatch(w) for w in words)
+        people_cue = _PEOPLE_CUE.search(text, max(0, d.start - 120), d.start) is not None
+        if (len(words) < (2 if people_cue else 3)
+                or not all(w[:1].isupper() and _LIST_ITEM.fullmatch(w) for w in words)
                 or any(_PLACE_CLASSES.intersection(classes(w)) for w in words)
-                or 3 * sum("given" in classes(w) for w in words) < 2 * len(words)):
+                or not (people_cue or 3 * sum("given" in classes(w) for w in words) >= 2 * len(words))):
             out.append(d)
             continue
         changed = True
