@@ -323,3 +323,16 @@ def test_a_list_after_a_word_for_people_is_people(text: str, listed: str, split:
         assert [text[x.start:x.end] for x in out] == listed.replace(" and ", ", ").split(", ")
     else:
         assert out == [d]
+
+
+def test_a_name_list_takes_its_separately_tagged_first_item_and_names_that_are_places_too() -> None:
+    from shared_guards.pii.analyzer import Detection, split_name_lists
+    from shared_guards.pii.learned_ner import load_model
+    from shared_guards.pii.ner_recognizer import NAME
+
+    text = "They had 6: Efimiya, Mary, Ariana, Brittany, Teresa and Jodi."
+    first = Detection(Entity.ORGANIZATION.value, 12, 19, 0.7, NAME)          # "Efimiya" alone
+    rest = Detection(Entity.LOCATION.value, 21, len(text) - 1, 0.8, NAME)    # "Mary, ... and Jodi"
+    out = split_name_lists(text, [first, rest], load_model().featurizer.lexicon_classes)
+    assert [text[d.start:d.end] for d in out] == ["Efimiya", "Mary", "Ariana", "Brittany", "Teresa", "Jodi"]
+    assert {d.entity for d in out} == {Entity.PERSON.value}

@@ -686,18 +686,20 @@ _PEOPLE_CUE = re.compile(
     r"players|teammates|classmates|roommates|cousins|nephews|nieces|doctors|nurses|teachers|owners)"
     r"(?:\s+(?:are|were|include|included|including|is|was))?\s*:?\s*"
     r"(?:[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?\s*,\s*)*$", re.IGNORECASE)
+_COMMA_GAP = re.compile(r"\s*,\s*")
 _LIST_ENTITIES = frozenset({Entity.LOCATION.value, Entity.STREET_ADDRESS.value, Entity.ORGANIZATION.value})
 
 
 def split_name_lists(text: str, dets: list[Detection], classes: Callable[[str], tuple[str, ...]]) -> list[Detection]:
     """A tagged place or organization that is a list of single given names ("Gaetane, Hannah,
-    Anthony, Derek and Anna") is that many people: each item capitalized, most of them in the
-    lexicon's given names, none a place. After a word for people ("our 3 founders: Kónya, Becker and
-    Vasquez") any such list is people. Lists of surnames with no such word ("Barnett, Melton and
-    Garcia", a firm) or of places ("Paris, Lyon and Nice") stay as they are."""
+    Anthony, Derek and Anna") is that many people: each item capitalized, at least half of them
+    given names of the lexicon, none only a place (Brittany and Chad are names too). After a word
+    for people ("our 3 founders: Kónya, Becker and Vasquez") any such list is people. Lists of
+    surnames with no such word ("Barnett, Melton and Garcia", a firm) or of places ("Paris, Lyon and
+    Nice") stay as they are."""
     out: list[Detection] = []
     changed = False
-    for d in dets:
+    for d in sorted(dets, key=lambda x: (x.start, x.end)):
         if d.rule != LEARNED_NAME or d.entity not in _LIST_ENTITIES:
             out.append(d)
             continue
@@ -712,11 +714,17 @@ def split_name_lists(text: str, dets: list[Detection], classes: Callable[[str], 
         people_cue = _PEOPLE_CUE.search(text, max(0, d.start - 120), d.start) is not None
         if (len(words) < (2 if people_cue else 3)
                 or not all(w[:1].isupper() and _LIST_ITEM.fullmatch(w) for w in words)
-                or any(_PLACE_CLASSES.intersection(classes(w)) for w in words)
-                or not (people_cue or 3 * sum("given" in classes(w) for w in words) >= 2 * len(words))):
+                or any(_PLACE_CLASSES.intersection(cs) and "given" not in cs for cs in map(classes, words))
+                or not (people_cue or 2 * sum("given" in classes(w) for w in words) >= len(words))):
             out.append(d)
             continue
         changed = True
+        # the list's first item may have been tagged on its own ("Efimiya, Mary, Ariana and Jodi")
+        prev = out[-1] if out else None
+        if (prev is not None and prev.rule == LEARNED_NAME and prev.entity in _LIST_ENTITIES
+                and _LIST_ITEM.fullmatch(text[prev.start:prev.end]) and text[prev.start].isupper()
+                and _COMMA_GAP.fullmatch(text, prev.end, d.start)):
+            out[-1] = Detection(Entity.PERSON.value, prev.start, prev.end, prev.score, "name_list")
         out += [Detection(Entity.PERSON.value, d.start + a, d.start + b, d.score, "name_list") for a, b in items]
     return out if changed else dets
 
