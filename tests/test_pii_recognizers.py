@@ -336,3 +336,13 @@ def test_a_name_list_takes_its_separately_tagged_first_item_and_names_that_are_p
     out = split_name_lists(text, [first, rest], load_model().featurizer.lexicon_classes)
     assert [text[d.start:d.end] for d in out] == ["Efimiya", "Mary", "Ariana", "Brittany", "Teresa", "Jodi"]
     assert {d.entity for d in out} == {Entity.PERSON.value}
+
+
+@pytest.mark.parametrize("text, name", [
+    ("Dexter lives on Ziegelgasse 19 street.", "Dexter"),
+    ("Ciset Ortega resides in a flat on Rua Mina 50.", "Ciset Ortega"),
+    ("mr. elliott flew to finnbogastaðir on friday", "elliott"),   # lower-case text, honorific cue
+])
+def test_person_cues_that_work_without_a_trained_name(text: str, name: str) -> None:
+    found = [text[d.start:d.end] for d in get_analyzer().analyze(text) if d.entity == Entity.PERSON]
+    assert name in found

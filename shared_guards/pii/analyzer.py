@@ -260,7 +260,7 @@ class PIIAnalyzer:
             elif e == Entity.DATE_TIME:
                 ok = upper > 0 or digits >= 1 or _DATE_WORDS.search(text) is not None
             elif e in NER_ENTITIES:
-                ok = upper > 0 or digits >= 4 or (e == Entity.PERSON and "name" in text.lower())
+                ok = upper > 0 or digits >= 4 or (e == Entity.PERSON and _LOWER_PERSON_HINT.search(text) is not None)
             else:
                 ok = True
             if ok:
@@ -675,6 +675,8 @@ def coordinated_names(text: str, dets: list[Detection]) -> list[Detection]:
 
 
 _RELABEL = frozenset({Entity.LOCATION.value, Entity.ORGANIZATION.value, Entity.NRP.value})
+# Lower-case text can still hold a name behind a cue ("my name is lena", "mr. elliott").
+_LOWER_PERSON_HINT = re.compile(r"name|\b(?:mr|mrs|ms|dr|prof)\.", re.IGNORECASE)
 _LIST_SEP = re.compile(r"\s*(?:,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*)")
 _LIST_ITEM = re.compile(r"[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?")
 _PLACE_CLASSES = frozenset({"city", "country", "region"})

@@ -354,6 +354,15 @@ def person_rules() -> list[Rule]:
              re.compile(r"(?i:\bmy name is|\bname\s{0,2}:|\bname is|\bi am|\bi'm|\bthis is|\bsigned|\bregards,|"
                         r"\bsincerely,|\bpatient\s{0,2}:|\bcontact\s{0,2}:|\bdear|\bcalled|\bnamed)\s{1,8}(" + full + ")"),
              0.5, group=1),
+        # "Dexter lives on Ziegelgasse 19": someone who lives somewhere is a person.
+        Rule(p, "person_lives",
+             re.compile(r"(?<![\w.])(" + full + r")\s{1,3}(?:lives|lived|resides|resided)\s(?:on|in|at)\b"),
+             0.5, group=1),
+        # A lower-case name after an honorific with its dot: "mr. elliott flew to ..." (one word: the
+        # next one may as well be a verb).
+        Rule(p, "person_honorific_lower",
+             re.compile(r"(?i:\b(?:mr|mrs|ms|dr|prof)\.)\s{1,3}(" + _LOWER_NAME + r")\b"),
+             0.5, group=1, validator=_lower_name_ok),
         # Lower-case names after an explicit name cue: "my name is lena andersson", "maiden name is nyberg".
         Rule(p, "person_cue_lower",
              re.compile(r"(?i:\b(?:my|her|his|their|your)\s(?:maiden\s|last\s|first\s|full\s|sur)?name\s(?:is|was)|"
