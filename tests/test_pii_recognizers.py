@@ -346,3 +346,11 @@ def test_a_name_list_takes_its_separately_tagged_first_item_and_names_that_are_p
 def test_person_cues_that_work_without_a_trained_name(text: str, name: str) -> None:
     found = [text[d.start:d.end] for d in get_analyzer().analyze(text) if d.entity == Entity.PERSON]
     assert name in found
+
+
+@pytest.mark.parametrize("prefix", ["> ", "• ", "- ", "??? "])
+def test_an_address_block_goes_on_across_quote_and_bullet_marks(prefix: str) -> None:
+    lines = ["66029 138 Consul Place", "Apt. 050", "Broomfield", "New Zealand 57006"]
+    text = "\n".join(prefix + line for line in lines)
+    spans = [text[d.start:d.end] for d in get_analyzer().analyze(text) if d.entity == Entity.STREET_ADDRESS]
+    assert len(spans) == 1 and spans[0].startswith(lines[0]) and spans[0].endswith(lines[-1])

@@ -240,7 +240,9 @@ _WT = r"[^\W\d_][\w'’\-]{0,30}"
 # only join two of them ("Ostrov nad Ohrí", "Soto del Barco"): a line of ordinary words after an
 # address ("..., Springfield\nwe will sign for it") is not part of it.
 _WC = r"(?![a-zß-öø-ÿ])[^\W\d_][\w'’\-]{0,30}"
-_SEP = r"(?:,\s{0,3}|\s{0,3}\n[\s>]{0,6})"
+# A new line may start with a quote mark or a bullet ("> ", "• ", "- ", or "???" where a bullet
+# was mangled by a wrong character set).
+_SEP = r"(?:,\s{0,3}|\s{0,3}\n[\s>•·*?|\-]{0,6})"
 _LINE = (r"(?:" + _UNIT_BODY + r"|" + _WC + r"(?:[ \-](?:[a-zà-ÿ]{1,4}[ \-])?" + _WC + r"){0,3}(?:\s\(" + _WT + r"\))?"
          r"(?:,?\s{1,3}(?:[A-Z]{2,3}\b|\d{4,6}(?:-\d{3,4})?)){0,2}|\d{4,6}(?:-\d{3,4})?)")
 # Each tail line ends the line, the sentence or the list ("..., Springfield\nJohn Smith will sign": the
