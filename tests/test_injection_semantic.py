@@ -204,7 +204,7 @@ def test_texts_seen_recently_do_not_reach_the_model_again() -> None:
     assert calls == [[BENIGN[1]]]
     assert again[0] == first[0] and again[2] == first[1]
     assert again[2].score >= 0.5 > again[1].score
-    assert all(isinstance(k, bytes) and len(k) == 32 for k in det._scores)  # digests, never the text
+    assert all(isinstance(k, bytes) and len(k) == 32 for k in det._scores.keys())  # digests, never the text
 
 
 def test_score_cache_is_bounded_and_can_be_turned_off() -> None:

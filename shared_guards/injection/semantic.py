@@ -25,7 +25,6 @@ import json
 import math
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared_guards.errors import ConfigError
+from shared_guards.lru import LRU
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -406,8 +406,7 @@ class SemanticDetector:
         # A chat client re-sends the whole conversation (and the same system prompt) on every turn:
         # scores of texts seen recently are reused, so only new messages reach the model. Keys are
         # SHA-256 digests, values scores: no text is kept.
-        self._scores: OrderedDict[bytes, SemanticScore] = OrderedDict()
-        self._scores_lock = threading.Lock()
+        self._scores: LRU[bytes, SemanticScore] = LRU(s.cache_size)
 
     @property
     def model(self) -> Any:
@@ -438,31 +437,24 @@ class SemanticDetector:
     def score(self, texts: Sequence[str]) -> list[SemanticScore]:
         """One calibrated score per text (max over its windows); empty texts score 0. Texts scored
         recently come from the cache (``cache_size``); the rest go through the model in one batch."""
-        size = self.settings.cache_size
         result = [SemanticScore(0.0) for _ in texts]
         keys: dict[int, bytes] = {}
         todo: list[int] = []
-        with self._scores_lock:
-            for i, t in enumerate(texts):
-                if not t or not t.strip():
+        for i, t in enumerate(texts):
+            if not t or not t.strip():
+                continue
+            if self._scores.size > 0:
+                keys[i] = hashlib.sha256(t[: self.settings.max_chars].encode("utf-8", "surrogatepass")).digest()
+                hit = self._scores.get(keys[i])
+                if hit is not None:
+                    result[i] = hit
                     continue
-                if size > 0:
-                    key = keys[i] = hashlib.sha256(t[: self.settings.max_chars].encode("utf-8", "surrogatepass")).digest()
-                    hit = self._scores.get(key)
-                    if hit is not None:
-                        self._scores.move_to_end(key)
-                        result[i] = hit
-                        continue
-                todo.append(i)
+            todo.append(i)
         if todo:
             for i, sc in zip(todo, self._score_uncached([texts[i] for i in todo]), strict=True):
                 result[i] = sc
-            if size > 0:
-                with self._scores_lock:
-                    for i in todo:
-                        self._scores[keys[i]] = result[i]
-                    while len(self._scores) > size:
-                        self._scores.popitem(last=False)
+                if i in keys:
+                    self._scores.put(keys[i], sc)
         return result
 
     def _score_uncached(self, texts: Sequence[str]) -> list[SemanticScore]:

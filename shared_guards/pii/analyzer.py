@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from spacy.lang.en import English
 
 from shared_guards.errors import ConfigError
+from shared_guards.lru import LRU
 from shared_guards.pii import recognizers as rec
 from shared_guards.pii.entities import NER_ENTITIES, Entity
 from shared_guards.pii.learned_ner import NerModel, load_model
@@ -185,8 +185,7 @@ class PIIAnalyzer:
             context_aware_enhancer=_ContextEnhancer(context_prefix_count=6, context_suffix_count=2),
         )
         self.supported: frozenset[str] = frozenset(registry.get_supported_entities(["en"]))
-        self._cache: OrderedDict[tuple[bytes, frozenset[str]], tuple[Detection, ...]] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache: LRU[tuple[bytes, frozenset[str]], tuple[Detection, ...]] = LRU(s.cache_size)
         # Presidio compiles its big regexes (IPv6, URL, dates) on first use: pay that at start-up,
         # not in the first request that happens to contain an IP address.
         self._raw(_WARM_UP_TEXT, frozenset(self.supported))
@@ -340,25 +339,17 @@ class PIIAnalyzer:
         return out
 
     def _cached(self, text: str, ents: frozenset[str]) -> tuple[Detection, ...]:
-        size = self.settings.cache_size
-        if size <= 0:
+        if self._cache.size <= 0:
             return self._raw(text, ents)
         key = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), ents)
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        raw = self._raw(text, ents)
-        with self._cache_lock:
-            self._cache[key] = raw
-            while len(self._cache) > size:
-                self._cache.popitem(last=False)
-        return raw
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._raw(text, ents)
+            self._cache.put(key, hit)
+        return hit
 
     def clear_cache(self) -> None:
-        with self._cache_lock:
-            self._cache.clear()
+        self._cache.clear()
 
 
 def _to_detections(results: list[RecognizerResult]) -> list[Detection]:
@@ -676,7 +667,7 @@ def coordinated_names(text: str, dets: list[Detection]) -> list[Detection]:
 
 _RELABEL = frozenset({Entity.LOCATION.value, Entity.ORGANIZATION.value, Entity.NRP.value})
 # Lower-case text can still hold a name behind a cue ("my name is lena", "mr. elliott").
-_LOWER_PERSON_HINT = re.compile(r"name|\b(?:mr|mrs|ms|dr|prof)\.", re.IGNORECASE)
+_LOWER_PERSON_HINT = re.compile(r"(?i:name)|" + rec.LOWER_HONORIFIC)
 _LIST_SEP = re.compile(r"\s*(?:,\s*(?:and\s+|&\s*)?|\s+and\s+|\s*&\s*)")
 _LIST_ITEM = re.compile(r"[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?")
 _PLACE_CLASSES = frozenset({"city", "country", "region"})
@@ -687,7 +678,7 @@ _PEOPLE_CUE = re.compile(
     r"grandparents|patients|tenants|residents|witnesses|defendants|plaintiffs|candidates|nominees|volunteers|"
     r"players|teammates|classmates|roommates|cousins|nephews|nieces|doctors|nurses|teachers|owners)"
     r"(?:\s+(?:are|were|include|included|including|is|was))?\s*:?\s*"
-    r"(?:[^\W\d_][^\W\d_'’\-]*(?:[\-'’][^\W\d_]+)?\s*,\s*)*$", re.IGNORECASE)
+    r"(?:" + _LIST_ITEM.pattern + r"\s*,\s*)*$", re.IGNORECASE)
 _COMMA_GAP = re.compile(r"\s*,\s*")
 _LIST_ENTITIES = frozenset({Entity.LOCATION.value, Entity.STREET_ADDRESS.value, Entity.ORGANIZATION.value})
 

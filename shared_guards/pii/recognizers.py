@@ -341,6 +341,10 @@ _NOT_A_NAME = frozenset(
 )
 
 
+# An honorific with its dot: it marks a name even in lower-case text ("mr. elliott").
+LOWER_HONORIFIC = r"(?i:\b(?:mr|mrs|ms|dr|prof)\.)"
+
+
 def _lower_name_ok(value: str) -> bool:
     return all(w.casefold() not in _NOT_A_NAME for w in value.split())
 
@@ -363,7 +367,7 @@ def person_rules() -> list[Rule]:
         # A lower-case name after an honorific with its dot: "mr. elliott flew to ..." (one word: the
         # next one may as well be a verb).
         Rule(p, "person_honorific_lower",
-             re.compile(r"(?i:\b(?:mr|mrs|ms|dr|prof)\.)\s{1,3}(" + _LOWER_NAME + r")\b"),
+             re.compile(LOWER_HONORIFIC + r"\s{1,3}(" + _LOWER_NAME + r")\b"),
              0.5, group=1, validator=_lower_name_ok),
         # Lower-case names after an explicit name cue: "my name is lena andersson", "maiden name is nyberg".
         Rule(p, "person_cue_lower",
