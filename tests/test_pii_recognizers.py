@@ -354,3 +354,82 @@ def test_an_address_block_goes_on_across_quote_and_bullet_marks(prefix: str) -> 
     text = "\n".join(prefix + line for line in lines)
     spans = [text[d.start:d.end] for d in get_analyzer().analyze(text) if d.entity == Entity.STREET_ADDRESS]
     assert len(spans) == 1 and spans[0].startswith(lines[0]) and spans[0].endswith(lines[-1])
+
+
+# --- postal codes and titles ---------------------------------------------------------------------
+
+
+def spans(analyzer: PIIAnalyzer, text: str) -> list[tuple[str, str]]:
+    return [(d.entity, text[d.start:d.end]) for d in analyzer.analyze(text)]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("My zip code is 35350, thanks.", "35350"),
+    ("ZIP: 394 13", "394 13"),
+    ("Postal code: SW1A 1AA", "SW1A 1AA"),
+    ("postcode B0J 2H0 please", "B0J 2H0"),
+    ("PLZ 10115", "10115"),
+    ("zip code 7412 SL", "7412 SL"),
+    ("Our new office will be in Bjert 6091 from May.", "6091"),
+])
+def test_postcode_with_a_cue_or_next_to_a_place(analyzer: PIIAnalyzer, text: str, value: str) -> None:
+    assert (Entity.ZIP_CODE.value, value) in spans(analyzer, text)
+
+
+@pytest.mark.parametrize("text", [
+    "The Tokyo 2020 games were postponed.",
+    "Nidwalden and Obwalden 1173: to the Counts of Habsburg",  # a timeline, not a postcode
+    "| Salm 1499 | raised to county |",
+    "Order 35350 shipped yesterday.",  # a number without a cue
+    "We counted 500 people in Oslo.",
+])
+def test_no_postcode_without_a_postcode_context(analyzer: PIIAnalyzer, text: str) -> None:
+    assert Entity.ZIP_CODE.value not in {e for e, _ in spans(analyzer, text)}
+
+
+def test_postcode_below_an_address_is_part_of_it(analyzer: PIIAnalyzer) -> None:
+    """A postcode on its own line under the town (where the address patterns stop) is masked with
+    the address; a house number on the street line never is a postcode."""
+    text = "Please ship it to:\n3482 Via Franscini 71 Suite 838\nTujetsch\nnan\n7188\nThanks!"
+    got = spans(analyzer, text)
+    addressed = "".join(v for e, v in got if e == Entity.STREET_ADDRESS)
+    assert "7188" in addressed and "3482 Via Franscini 71" in addressed
+    assert Entity.ZIP_CODE.value not in {e for e, _ in got}
+    one_line = "Send it to 12 Main Street, Springfield, IL 62704 please."
+    assert "62704" in "".join(v for e, v in spans(analyzer, one_line) if e == Entity.STREET_ADDRESS)
+
+
+def test_a_list_after_an_address_is_not_its_postcode() -> None:
+    """Numbered list lines below an address ("91020, Sowing Mycospawn") are not its postcode; a
+    postcode line is."""
+    from shared_guards.pii.analyzer import Detection, attach_postcodes
+
+    text = "Ship to 12 Main Street\n91020, Sowing Mycospawn\n91021, Springheart Nantuko"
+    address = Detection(Entity.STREET_ADDRESS.value, 8, 22, 0.85, "address_suffix")
+    assert attach_postcodes(text, [address], zip_codes=True) == [address]
+    text = "Ship to 12 Main Street\nSpringfield\n62704\nThanks"
+    got = attach_postcodes(text, [address], zip_codes=True)
+    assert [(d.entity, text[d.start:d.end]) for d in got] == [
+        (Entity.STREET_ADDRESS.value, "12 Main Street"), (Entity.STREET_ADDRESS.value, "62704")]
+
+
+@pytest.mark.parametrize(("text", "titles"), [
+    ("Mr. Leiva flew to Lisbon.", ["Mr."]),
+    ("Please ask Dr Jane Roe and mrs. labrie.", ["Dr", "mrs."]),
+    ("I used to work for Acme Group as Rolling machine operator, but quit.", ["Rolling machine operator"]),
+    ('Marie Langrova, the Packager, said: "I am glad."', ["Packager"]),
+    ("Jamie Pratt\n\nTalking-books clerk\n\nPersonal Info:", ["Talking-books clerk"]),
+])
+def test_titles(analyzer: PIIAnalyzer, text: str, titles: list[str]) -> None:
+    got = spans(analyzer, text)
+    assert [v for e, v in got if e == Entity.TITLE] == titles
+    assert any(e == Entity.PERSON for e, _ in got) or "work for" in text  # the name stays a PERSON
+
+
+@pytest.mark.parametrize("text", [
+    "Use the driver as a fallback, the manager said nothing.",
+    "The doctor is in. Mr. the end.",
+    "She is a driver.",  # no title context
+])
+def test_no_title_without_a_name_or_job_context(analyzer: PIIAnalyzer, text: str) -> None:
+    assert Entity.TITLE.value not in {e for e, _ in spans(analyzer, text)}

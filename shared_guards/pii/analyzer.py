@@ -106,8 +106,8 @@ _TIER: dict[str, int] = {
     Entity.SECRET: 0, Entity.CREDIT_CARD: 0, Entity.IBAN_CODE: 0, Entity.US_SSN: 0, Entity.CN_RESIDENT_ID: 0,
     Entity.UK_NINO: 0, Entity.EMAIL_ADDRESS: 0,
     Entity.IP_ADDRESS: 1, Entity.URL: 1, Entity.MEDICAL_RECORD_NUMBER: 1, Entity.US_PASSPORT: 1,
-    Entity.PASSPORT: 1, Entity.PHONE_NUMBER: 1, Entity.US_DRIVER_LICENSE: 2, Entity.STREET_ADDRESS: 2,
-    Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
+    Entity.PASSPORT: 1, Entity.PHONE_NUMBER: 1, Entity.ZIP_CODE: 1, Entity.US_DRIVER_LICENSE: 2, Entity.STREET_ADDRESS: 2,
+    Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.TITLE: 6, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
 }
 _RAW_MIN_SCORE = 0.15
 _STRONG = 0.4  # a pattern match scored at least this beats the NER spans inside it
@@ -214,6 +214,8 @@ class PIIAnalyzer:
             rec.RuleRecognizer("slg_mrn", rec.mrn_rules(s.mrn_patterns)),
             rec.RuleRecognizer("slg_cards", rec.card_rules()),
             rec.RuleRecognizer("slg_ages", rec.age_rules()),
+            rec.RuleRecognizer("slg_postcodes", rec.postcode_rules()),
+            rec.RuleRecognizer("slg_titles", rec.title_rules()),
             *([] if self.use_spacy_ner else [rec.RuleRecognizer("slg_dates", rec.date_rules())]),
             rec.RuleRecognizer("slg_countries", rec.country_rules() + rec.place_cue_rules()),
             rec.RuleRecognizer("slg_licenses", rec.license_rules()),
@@ -256,6 +258,10 @@ class PIIAnalyzer:
                 ok = ("-----BEGIN" in text) or _SECRET_HINT.search(text) is not None
             elif e in (Entity.STREET_ADDRESS, Entity.MEDICAL_RECORD_NUMBER, Entity.AGE):
                 ok = digits >= 1
+            elif e == Entity.ZIP_CODE:
+                ok = digits >= 2  # "M1 1AA"
+            elif e == Entity.TITLE:
+                ok = upper > 0 or _LOWER_PERSON_HINT.search(text) is not None
             elif e == Entity.DATE_TIME:
                 ok = upper > 0 or digits >= 1 or _DATE_WORDS.search(text) is not None
             elif e in NER_ENTITIES:
@@ -300,6 +306,8 @@ class PIIAnalyzer:
         dets = [_trim_tagged(text, d) for d in _to_detections(results)]
         dets = [d for d in dets if d.start < d.end and _plausible(text, d)]
         dets = resolve_overlaps(_cut_tagged(text, dets), text)
+        if Entity.STREET_ADDRESS in cand:
+            dets = attach_postcodes(text, dets, zip_codes=Entity.ZIP_CODE in cand)
         if Entity.PERSON in cand:
             if self.use_spacy_ner:
                 # Shape heuristics for spaCy's misses; the learned tagger already weighs these cues
@@ -309,6 +317,8 @@ class PIIAnalyzer:
             if self.learned is not None:
                 dets = split_name_lists(text, dets, self.learned.featurizer.lexicon_classes)
             dets = propagate_names(text, dets)
+            if Entity.TITLE in cand:
+                dets = job_title_lines(text, dets)
         return tuple(dets)
 
     def analyze(
@@ -482,7 +492,10 @@ def resolve_overlaps(dets: list[Detection], text: str | None = None) -> list[Det
     if addresses:
         dets = [d for d in dets if d.entity != Entity.LOCATION
                 or not any(a.start <= d.start and d.end <= a.end for a in addresses)]
-    order = sorted(dets, key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
+    # An honorific only fills a gap: "Oak Dr Springfield" is an address before it is a title.
+    order = sorted((d for d in dets if d.entity != Entity.TITLE),
+                   key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
+    order += [d for d in dets if d.entity == Entity.TITLE]
     taken: list[Detection] = []
     for d in order:
         if any(d.start < t.end and t.start < d.end for t in taken):
@@ -745,6 +758,144 @@ def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:
     if not extra:
         return dets
     return sorted([*dets, *extra], key=lambda d: (d.start, d.end))
+
+
+_POSTCODE = re.compile(r"(?<![\w\-.,/:])" + rec.POSTCODE)
+_YEAR_ONLY = re.compile(r"(?:1[89]|20)\d{2}")
+_UNIT_WORD = re.compile(r"(?i)\b(?:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|box|building|bldg)\b|"
+                        r"(?i:\b(?:no|nr)\.)|#")
+_AFTER_PLACE = re.compile(r"[ \t]{0,3},?[ \t]{0,3}(?:[A-Z]{2,3}[ \t]{1,3})?(?<![\w\-.,/:])(" + rec.POSTCODE + ")")
+_CITY_AFTER = re.compile(r"[ \t]{1,3}(?:[^\W\d_a-z][\w'’\-]{1,30}(?:[ \-][^\W\d_][\w'’\-]{0,30}){0,3})[ \t]*(?:[,;.]|\n|$)")
+_JOINED = re.compile(r"[ \t]*,[ \t]*|[ \t]*\n[ \t]*")
+_COMMA_NEXT = re.compile(r"[ \t]*,")
+_CLAUSE_END = re.compile(r"[.?!;](?:\s|$)|\n")
+_SHORT_LINES = 3  # lines after an address that may still hold its postcode ("City\nRegion\n12345")
+_BEFORE_PLACE = re.compile(r"[ \t]*(" + rec.POSTCODE + r")[ \t]{1,3}")
+
+
+def _postcode_ok(value: str, *, strict: bool) -> bool:
+    """``strict`` (a number next to a place name, outside an address): 4+ characters, not a year."""
+    return not strict or (len(value) >= 4 and not _YEAR_ONLY.fullmatch(value))
+
+
+def _prose_postcode(text: str, a: int, b: int) -> bool:
+    """A number next to a place in prose is no postcode in a table row or a timeline ("Salm 1499:")."""
+    line_start, line_end = text.rfind("\n", 0, a) + 1, text.find("\n", b)
+    return text.startswith(":", b) is False and "|" not in text[line_start:line_end if line_end >= 0 else len(text)]
+
+
+def _address_region(text: str, d: Detection) -> int:
+    """Where an address block may still go on after ``d``: its comma-separated continuation on the
+    same line and up to three short lines below it, each up to the end of its sentence (the address
+    patterns stop before a lower-case region, a country or a lone postcode line)."""
+    hi = d.end
+    if _COMMA_NEXT.match(text, hi):
+        end = _CLAUSE_END.search(text, hi, hi + 80)
+        hi = end.start() if end else min(len(text), hi + 80)
+    for _ in range(_SHORT_LINES):
+        nl = text.find("\n", hi)
+        if nl < 0 or text[hi:nl].strip():
+            break
+        nxt = text.find("\n", nl + 1)
+        line_end = nxt if nxt >= 0 else len(text)
+        end = _CLAUSE_END.search(text, nl + 1, line_end)
+        stop = end.start() if end else line_end
+        if not text[nl + 1:stop].strip() or len(text[nl + 1:stop].strip()) > 40:
+            break
+        hi = stop
+    return hi
+
+
+def _address_postcodes(text: str, d: Detection, hi: int) -> list[tuple[int, int]]:
+    """Postcodes where an address block puts them, up to ``hi``: ending a line or a comma-separated
+    part after the street ("..., Springfield, IL 62704", "Aalborg NO 9100", a line "53650" below the
+    town), or starting a later part before the town ("..., 10115 Berlin"). Never on the street part
+    itself ("28245 Puruntie 82", "Koskikatu 125": house numbers)."""
+    first_break = min((i for i in (text.find("\n", d.start, d.end), text.find(",", d.start, d.end)) if i >= 0),
+                      default=d.end)
+    out = []
+    for m in _POSTCODE.finditer(text, d.start, hi):
+        a, b = m.span()
+        if a < first_break:
+            continue
+        part_start = max(text.rfind("\n", 0, a), text.rfind(",", 0, a)) + 1
+        before = text[part_start:a]
+        if any(c.isdigit() or c in ":(|" for c in before) or _UNIT_WORD.search(before):
+            continue  # a house number, a unit, a labelled field ("Desk: (602)..."), a table cell
+        # ends its part; a postcode alone in its part must end its line ("91020, Sowing" is a list)
+        ends = re.match(r"[ \t]*(?:[,;.?!]|\n|$)" if before.strip() else r"[ \t]*[.?!;]?[ \t]*(?:\n|$)",
+                        text[b:hi]) is not None
+        if ends or (not before.strip() and _CITY_AFTER.match(text, b, hi) and _postcode_ok(m.group(0), strict=True)):
+            out.append((a, b))
+    return out
+
+
+def attach_postcodes(text: str, dets: list[Detection], *, zip_codes: bool) -> list[Detection]:
+    """Postcodes the patterns leave out. In or below an address ("Tujetsch / region / 7188", "...,
+    IL 62704", "..., Poland 52096") they are part of the address (STREET_ADDRESS, masked with it);
+    with ``zip_codes``, one next to a place name in prose ("in Bjert 6091", "75008 Paris") is a
+    ZIP_CODE."""
+    blocks: list[Detection] = []  # addresses found in parts ("12 Main Street, Springfield" + "IL 62704") as one
+    for d in sorted((d for d in dets if d.entity == Entity.STREET_ADDRESS), key=lambda d: d.start):
+        if blocks and _JOINED.fullmatch(text, blocks[-1].end, d.start):
+            blocks[-1] = Detection(d.entity, blocks[-1].start, d.end, d.score, d.rule)
+        else:
+            blocks.append(d)
+    regions = [(d.start, _address_region(text, d)) for d in blocks]
+    spans: list[tuple[int, int, str]] = []
+    for d, (_, hi) in zip(blocks, regions, strict=True):
+        spans += [(a, b, Entity.STREET_ADDRESS.value) for a, b in _address_postcodes(text, d, hi)]
+        m = _AFTER_PLACE.match(text, d.end)
+        if m and "," in text[d.end:m.start(1)] and not _YEAR_ONLY.fullmatch(m.group(1)):  # "March 30, 1985"
+            spans.append((*m.span(1), Entity.STREET_ADDRESS.value))
+    for d in dets:
+        if d.entity != Entity.LOCATION:
+            continue
+        found = []
+        m = _AFTER_PLACE.match(text, d.end)
+        if m and _postcode_ok(m.group(1), strict=True):
+            found.append(m.span(1))
+        part_start = max(text.rfind("\n", 0, d.start), text.rfind(",", 0, d.start)) + 1
+        m2 = _BEFORE_PLACE.fullmatch(text, part_start, d.start)
+        if m2 and _postcode_ok(m2.group(1), strict=True):
+            found.append(m2.span(1))
+        for a, b in found:
+            in_address = any(lo <= a < hi for lo, hi in regions)
+            if not in_address and not _prose_postcode(text, a, b):
+                continue
+            if in_address or zip_codes:
+                spans.append((a, b, Entity.STREET_ADDRESS.value if in_address else Entity.ZIP_CODE.value))
+    out = list(dets)
+    for a, b, entity in sorted(spans):
+        if not any(a < d.end and d.start < b for d in out):
+            rule = "address_postcode" if entity == Entity.STREET_ADDRESS else "zip_place"
+            out.append(Detection(entity, a, b, 0.7, rule))
+    return sorted(out, key=lambda d: (d.start, d.end)) if len(out) > len(dets) else dets
+
+
+_TITLE_LINE = re.compile(r"(?m)^[ \t>]*(" + rec.TITLE_PHRASE + r")[ \t]*$")
+
+
+def job_title_lines(text: str, dets: list[Detection]) -> list[Detection]:
+    """A line that is only a job title right below a line that is a found name (a signature, a CV
+    header: "Jamie Pratt\n\nTalking-books clerk") is that person's TITLE."""
+    names = [d for d in dets if d.entity == Entity.PERSON]
+    if not names:
+        return dets
+    extra = []
+    for m in _TITLE_LINE.finditer(text):
+        a, b = m.span(1)
+        if any(a < d.end and d.start < b for d in dets):
+            continue
+        above = text[:m.start()].rstrip("\n \t")  # the previous non-empty line (blank lines skipped)
+        if text[len(above):m.start()].count("\n") > 2:
+            continue
+        line_start = above.rfind("\n") + 1
+        line = above[line_start:]
+        covered = sum(d.end - d.start for d in names if line_start <= d.start and d.end <= len(above))
+        if covered and covered >= len(line.strip(" \t>,")) - 3:
+            extra.append(Detection(Entity.TITLE.value, a, b, 0.5, "title_job_line"))
+    return sorted([*dets, *extra], key=lambda d: (d.start, d.end)) if extra else dets
 
 
 _analyzers: dict[AnalyzerSettings, PIIAnalyzer] = {}

@@ -27,6 +27,8 @@ class Entity(StrEnum):
     SECRET = "SECRET"
     ORGANIZATION = "ORGANIZATION"
     AGE = "AGE"
+    ZIP_CODE = "ZIP_CODE"  # postal codes (not a Presidio entity; HIPAA Safe Harbor counts them)
+    TITLE = "TITLE"  # honorifics before a name (Mr., Dr.): they give away gender and profession
 
 
 ALL_ENTITIES: tuple[Entity, ...] = tuple(Entity)
@@ -62,6 +64,9 @@ GOLD_LABEL_MAP: dict[str, str] = {
     "PHONE": "PHONE_NUMBER",
     "SSN": "US_SSN",
     "IBAN": "IBAN_CODE",
+    "ZIP": "ZIP_CODE",
+    "POSTCODE": "ZIP_CODE",
+    "POSTAL_CODE": "ZIP_CODE",
 }
 
 

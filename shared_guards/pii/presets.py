@@ -39,15 +39,15 @@ PRESETS: dict[Preset, dict[Entity, PIIAction]] = {
     Preset.GDPR: {
         E.PERSON: A.PSEUDONYMIZE, E.EMAIL_ADDRESS: A.PSEUDONYMIZE, E.PHONE_NUMBER: A.MASK,
         E.STREET_ADDRESS: A.MASK, E.IP_ADDRESS: A.MASK, E.IBAN_CODE: A.MASK, E.CREDIT_CARD: A.MASK,
-        E.MEDICAL_RECORD_NUMBER: A.MASK, E.LOCATION: A.TAG, E.NRP: A.TAG, E.DATE_TIME: A.TAG,
+        E.MEDICAL_RECORD_NUMBER: A.MASK, E.ZIP_CODE: A.MASK, E.LOCATION: A.TAG, E.NRP: A.TAG, E.DATE_TIME: A.TAG,
         E.URL: A.TAG, E.SECRET: A.BLOCK, **{e: A.MASK for e in _IDS},
     },
     # HIPAA Safe Harbor (45 CFR 164.514(b)(2)) identifiers that text detection can find: names,
-    # addresses and places below state level, dates, phone/fax, email, SSN, medical record numbers,
+    # addresses, postcodes and places below state level, dates, phone/fax, email, SSN, medical record numbers,
     # account numbers (card, IBAN), licence numbers, URLs, IP addresses, other unique IDs.
     Preset.HIPAA: {
         E.PERSON: A.PSEUDONYMIZE, E.EMAIL_ADDRESS: A.PSEUDONYMIZE, E.PHONE_NUMBER: A.MASK,
-        E.STREET_ADDRESS: A.MASK, E.LOCATION: A.MASK, E.DATE_TIME: A.MASK, E.US_SSN: A.MASK,
+        E.STREET_ADDRESS: A.MASK, E.ZIP_CODE: A.MASK, E.LOCATION: A.MASK, E.DATE_TIME: A.MASK, E.US_SSN: A.MASK,
         E.MEDICAL_RECORD_NUMBER: A.MASK, E.CREDIT_CARD: A.MASK, E.IBAN_CODE: A.MASK, E.URL: A.MASK,
         E.IP_ADDRESS: A.MASK, E.SECRET: A.BLOCK, **{e: A.MASK for e in _IDS},
     },

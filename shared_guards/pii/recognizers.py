@@ -377,6 +377,66 @@ def person_rules() -> list[Rule]:
     ]
 
 
+# --- postal codes and honorifics ---------------------------------------------------------------
+
+# A postal code: digits (3-6, with an optional second group: "394 13", "53-320", "12345-6789"), the
+# Dutch "7412 SL", British "SW1A 1AA" and Canadian "B0J 2H0" shapes. Only counted next to a cue
+# ("zip code", "postal code", "PLZ") here, or at a postcode's place in an address or after a place
+# name (``analyzer.attach_postcodes``): a bare number is not a postcode.
+POSTCODE = (r"(?:\d{4}\s?[A-Z]{2}(?![\w\-])|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d|"
+            r"\d{3,6}(?:[ \-]\d{2,4})?)(?![\w\-/]|[.,:]\d)")
+_ZIP_CUE = (r"(?i:\b(?:zip(?:\s?code)?|postal\s?code|post\s?code|postleitzahl|plz|code\s?postal|c[oó]digo\s?postal|"
+            r"cep|pin\s?code)\b)")
+
+
+def postcode_rules() -> list[Rule]:
+    return [Rule(Entity.ZIP_CODE, "zip_cue",
+                 re.compile(_ZIP_CUE + r"[^\w\n]{0,3}(?:(?:is|was|of|number|no)\b[^\w\n]{0,3}){0,2}"
+                            r"(?<![\w\-.,/:])(" + POSTCODE + ")"),
+                 0.85, group=1)]
+
+
+# Head nouns of job titles (written for this project): "Local transit bus driver", "X-ray technician".
+_OCCUPATIONS = (
+    "accountant actor actress administrator agent analyst apprentice architect archivist assistant associate "
+    "attendant auditor baker banker barber bartender broker builder buyer captain caregiver carpenter cashier "
+    "ceo cfo chef chemist cleaner clerk coach consultant controller cook coordinator counselor counsellor courier "
+    "curator dancer dentist designer developer dietitian director dispatcher distributor doctor driver economist "
+    "editor electrician engineer estimator examiner executive farmer firefighter fitter founder gardener guard "
+    "hairdresser handler historian hygienist illustrator inspector installer instructor intern interpreter "
+    "investigator janitor journalist judge laborer labourer lawyer lecturer librarian machinist manager mechanic "
+    "midwife miner musician nanny nurse officer operator optician packager painter paralegal paramedic pharmacist "
+    "physician physicist pilot planner plumber poet producer professor programmer receptionist recruiter repairer "
+    "reporter representative researcher salesman saleswoman scientist secretary singer soldier specialist "
+    "statistician steward stewardess supervisor surgeon surveyor tailor teacher technician technologist teller "
+    "therapist trader trainer translator tutor underwriter veterinarian waiter waitress welder worker writer"
+).split()
+# ...and the endings of many more: echocardiographer, cardiologist, pediatrician, psychiatrist.
+_OCCUPATION_HEAD = (r"(?i:(?:" + "|".join(_OCCUPATIONS) + r")s?|[a-z]{3,20}(?:grapher|ologist|ician|iatrist)s?)")
+_TITLE_WORD = r"(?:[^\W\d_][\w'’\-]{0,25},?|and|of)"
+TITLE_PHRASE = r"(?:" + _TITLE_WORD + r"\s){0,5}?" + _OCCUPATION_HEAD + r"\b"
+_TITLE_END = r"(?=\s{0,3}(?:[,.;:!?)\n]|$)|\s(?:at|for|in|with|and|but|since|until|from|who)\b)"
+
+
+def title_rules() -> list[Rule]:
+    """An honorific right before a name ("Mr. Leiva", "Dr Jane Roe", "mrs. labrie"): it tells gender
+    or profession. Without its dot only before a capitalized word. A job title where a sentence
+    gives one: "I worked for X as a bus driver", "Marie Roe, the packager, said"."""
+    return [
+        Rule(Entity.TITLE, "title_job_as",
+             re.compile(r"(?i:\b(?:work(?:s|ed|ing)?|employed|job|position|role|career|hired|served|serving|started|"
+                        r"promoted)\b[^.\n]{0,60}?\bas\s(?:an?\s|the\s)?)(" + TITLE_PHRASE + ")" + _TITLE_END), 0.5, group=1),
+        Rule(Entity.TITLE, "title_job_apposition",
+             re.compile(r"(?<=[^\W\d_]),\s(?i:the|our|their|a|an)\s(" + TITLE_PHRASE + r"),"), 0.5, group=1),
+        Rule(Entity.TITLE, "title_honorific",
+             re.compile(r"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle)\.?|Miss|Sir|Madam|Herr|Frau)(?=\s{1,3}"
+                        + _NAME + ")"), 0.6),
+        Rule(Entity.TITLE, "title_honorific_lower",
+             re.compile(LOWER_HONORIFIC + r"(?=\s{1,3}(?!(?:" + "|".join(sorted(_NOT_A_NAME)) + r")\b)"
+                        + _LOWER_NAME + r"\b)"), 0.5),
+    ]
+
+
 # --- ages --------------------------------------------------------------------------------------
 
 
