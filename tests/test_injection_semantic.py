@@ -219,3 +219,47 @@ def test_score_cache_is_bounded_and_can_be_turned_off() -> None:
     off.score([BENIGN[0]])
     off.score([BENIGN[0]])
     assert off_calls == [[BENIGN[0]], [BENIGN[0]]] and not off._scores
+
+
+# --- runtimes --------------------------------------------------------------------------------------
+
+
+def test_default_runtime_is_onnx_int8_and_agrees_with_torch(detector: SemanticDetector) -> None:
+    """The shipped head is trained on the int8 ONNX encoder; the float PyTorch model gives the same
+    verdicts with scores close by (embeddings within cosine ~0.98)."""
+    assert detector.model.runtime is sem.Runtime.ONNX_INT8
+    assert detector.model.session is not None and detector.model.model is None  # no PyTorch model loaded
+    torch_det = SemanticDetector(SemanticSettings(runtime=sem.Runtime.TORCH))
+    assert torch_det.model is not detector.model and torch_det.model.runtime is sem.Runtime.TORCH
+    texts = [model_text(t) for t in ATTACKS + BENIGN]
+    a = [s.score for s in detector.score(texts)]
+    b = [s.score for s in torch_det.score(texts)]
+    assert [x >= 0.5 for x in a] == [x >= 0.5 for x in b] == [True] * len(ATTACKS) + [False] * len(BENIGN)
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.1
+    emb_q, _ = detector.model.embed(texts)
+    emb_f, _ = torch_det.model.embed(texts)
+    assert float((emb_q * emb_f).sum(axis=1).min()) > 0.97
+
+
+def test_onnx_export_is_built_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLG_MODEL_CACHE", str(tmp_path / "cache"))
+    path = sem.packaged_model_path()
+    first = sem.onnx_model_file(path, quantized=True)
+    assert first.parent == tmp_path / "cache" / "onnx" and first.suffixes[-2:] == [".int8", ".onnx"]
+    stamp = first.stat().st_mtime_ns
+    assert sem.onnx_model_file(path, quantized=True) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary file left behind
+
+
+def test_auto_runtime_falls_back_to_torch_without_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sem, "_onnx_available", lambda: False)
+    assert sem.resolve_runtime(sem.Runtime.AUTO) is sem.Runtime.TORCH
+    assert sem.resolve_runtime(sem.Runtime.ONNX_INT8, ModelKind.SEQUENCE_CLASSIFIER) is sem.Runtime.TORCH
+    with pytest.raises(ConfigError, match="needs onnxruntime"):
+        sem._Encoder(sem.packaged_model_path(), sem.Runtime.ONNX_INT8)
+
+
+def test_runtime_is_a_validated_guard_option() -> None:
+    assert SemanticConfig.model_validate({"runtime": "torch"}).runtime is sem.Runtime.TORCH
+    with pytest.raises(ValueError, match="runtime"):
+        SemanticConfig.model_validate({"runtime": "tensorrt"})

@@ -16,13 +16,15 @@ from pydantic import Field
 
 from shared_guards.errors import ContentViolation
 from shared_guards.guard import Guard, GuardConfig, RequestContext, Resources
-from shared_guards.injection.semantic import ModelKind, SemanticDetector, SemanticSettings
+from shared_guards.injection.semantic import ModelKind, Runtime, SemanticDetector, SemanticSettings
 from shared_guards.types import Finding, GuardRequest, GuardResult
 
 
 class SemanticConfig(GuardConfig):
     model_path: str | None = Field(None, description="encoder or classifier directory (default: packaged MiniLM)")
     kind: ModelKind = ModelKind.ENCODER_HEAD
+    runtime: Runtime = Field(Runtime.AUTO, description="encoder runtime: auto (onnx-int8 when onnxruntime is "
+                             "installed, else torch) | onnx-int8 | onnx | torch; a sequence_classifier runs on torch")
     head_path: str | None = Field(None, description="trained head .npz (default: the packaged artifact)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="on the calibrated score; 0.5 = trained operating point")
     classifier_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="sequence_classifier: P(injection) cut-off")
@@ -48,7 +50,7 @@ def settings_from(cfg: SemanticConfig, base_dir: str = ".") -> SemanticSettings:
         model_path=resolve(cfg.model_path), kind=cfg.kind, head_path=resolve(cfg.head_path),
         max_chars=cfg.max_chars, chunk_tokens=cfg.chunk_tokens, chunk_overlap=cfg.chunk_overlap,
         max_chunks=cfg.max_chunks, batch_size=cfg.batch_size, classifier_threshold=cfg.classifier_threshold,
-        cache_size=cfg.cache_size,
+        cache_size=cfg.cache_size, runtime=cfg.runtime,
     )
 
 

@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from shared_guards.injection.semantic import DEFAULT_HEAD, SemanticSettings, get_encoder, packaged_model_path
+from shared_guards.injection.semantic import (
+    DEFAULT_HEAD,
+    ONNX_FORMAT,
+    Runtime,
+    SemanticSettings,
+    get_encoder,
+    packaged_model_path,
+    resolve_runtime,
+)
 
 SEED = 20261126
 
@@ -83,13 +91,15 @@ def embed_corpus(corpus: Corpus, settings: SemanticSettings, cache_dir: Path) ->
     h = hashlib.sha256()
     h.update(str(model_path.resolve()).encode())
     h.update(f"{settings.chunk_tokens}/{settings.chunk_overlap}/{settings.max_chunks}".encode())
+    runtime = resolve_runtime(settings.runtime)
+    h.update((runtime.value + ("/" + ONNX_FORMAT if runtime is not Runtime.TORCH else "")).encode())
     for t in cleaned:
         h.update(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest())
     cache = cache_dir / f"slg_injection_emb_{h.hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache) as z:
             return z["emb"].astype(np.float32), z["owner"]
-    enc = get_encoder(model_path)
+    enc = get_encoder(model_path, settings.runtime)
     embs: list[np.ndarray[Any, Any]] = []
     owners: list[np.ndarray[Any, Any]] = []
     step = 256
@@ -257,7 +267,8 @@ def fit_and_report(corpus: Corpus, emb: np.ndarray[Any, Any], owner: np.ndarray[
     keep = _dedupe(ex, args.max_exemplars)
     meta = {"trained_on": [Path(p).name for p in args.data], "rows": n, "c": c, "cv": report.get("cv"),
             "target_fpr": args.target_fpr, "chunk_tokens": 256, "chunk_overlap": 64,
-            "encoder": "all-MiniLM-L6-v2" if not args.model_path else Path(args.model_path).name}
+            "encoder": "all-MiniLM-L6-v2" if not args.model_path else Path(args.model_path).name,
+            "runtime": resolve_runtime(args.runtime).value}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, w1=fit.w1.astype(np.float32), b1=fit.b1.astype(np.float32),
@@ -281,7 +292,7 @@ def _prototypes(args: argparse.Namespace) -> np.ndarray[Any, Any]:
     """Embeddings of the generic attack-intent sentences (one per line of ``--prototypes``)."""
     lines = [ln.strip() for ln in Path(args.prototypes).read_text(encoding="utf-8").splitlines()]
     texts = [ln for ln in lines if ln and not ln.startswith("#")]
-    emb, _ = get_encoder(args.model_path).embed(texts)
+    emb, _ = get_encoder(args.model_path, args.runtime).embed(texts)
     return emb
 
 
@@ -308,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_HEAD))
     ap.add_argument("--cache-dir", default="/tmp")
     ap.add_argument("--model-path", help="encoder directory (default: packaged all-MiniLM-L6-v2)")
+    ap.add_argument("--runtime", default=Runtime.AUTO.value, choices=[r.value for r in Runtime],
+                    help="encoder runtime (default auto: onnx-int8 when onnxruntime is installed); train the "
+                    "head with the runtime the guard will use")
     ap.add_argument("--embed-only", action="store_true", help="only build the embedding cache")
     ap.add_argument("--no-cv", action="store_true", help="skip grouped cross-validation")
     ap.add_argument("--target-fpr", type=float, default=0.005,
@@ -323,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--oof-out", help="write out-of-fold row scores (npz) for analysis")
     args = ap.parse_args(argv)
     settings = SemanticSettings(model_path=args.model_path, chunk_tokens=args.chunk_tokens,
-                                chunk_overlap=args.chunk_overlap, max_chunks=args.max_chunks)
+                                chunk_overlap=args.chunk_overlap, max_chunks=args.max_chunks,
+                                runtime=Runtime(args.runtime))
     corpus = load_rows(args.data)
     print(f"{len(corpus.texts)} rows, {int(corpus.labels.sum())} attacks, {len(set(corpus.groups))} sources",
           file=sys.stderr)
