@@ -135,6 +135,18 @@ async def test_hipaa_masks_dates_and_places(env: Any) -> None:
     await eng.finish(ctx, ok=True)
 
 
+async def test_hipaa_masks_postcodes_and_addresses_with_theirs(env: Any) -> None:
+    """A postcode is a Safe Harbor identifier: after a cue it is masked as ZIP_CODE; on the line
+    under an address's town it is masked with the address."""
+    eng, _ = env
+    text = "My zip code is 35350. Send the kit to:\n3482 Via Franscini 71 Suite 838\nTujetsch\nnan\n7188\nThanks"
+    d, ctx = await eng.check_request(chat(text, "health"))
+    sent = d.request.messages[0].text
+    assert "[ZIP_CODE]" in sent and "[STREET_ADDRESS]" in sent
+    assert "35350" not in sent and "7188" not in sent and "Franscini" not in sent
+    await eng.finish(ctx, ok=True)
+
+
 async def test_pci_allow_list_and_untouched_email(env: Any) -> None:
     eng, _ = env
     text = f"test card 4111 1111 1111 1111, real card {CARD}, mail {EMAIL}"
