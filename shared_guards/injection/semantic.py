@@ -192,10 +192,15 @@ def model_cache_dir() -> Path:
 
 def _model_fingerprint(path: Path, quantized: bool) -> str:
     """Names, sizes and modification times of the model's files, the recipe and the library versions."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256(f"{ONNX_FORMAT}|{quantized}|{version('torch')}|{version('onnxruntime')}|"
-                       f"{path.resolve()}".encode())
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "-"
+
+    h = hashlib.sha256(f"{ONNX_FORMAT}|{quantized}|{ver('torch')}|{ver('onnxruntime')}|{path.resolve()}".encode())
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         st = f.stat()
         h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
