@@ -128,8 +128,8 @@ def main() -> int:
         proxies.append(baseline)
         targets: dict[str, tuple[str, str]] = {
             "no guards (LiteLLM + master key)": (f"{baseline.base_url}/chat/completions", master),
-            "guards, marketing (custom_auth + RBAC)": (f"{guarded.base_url}/chat/completions", "sk-marketing"),
-            "guards, finance (custom_auth + RBAC + PII)": (f"{guarded.base_url}/chat/completions", "sk-finance"),
+            "guards, marketing (custom_auth + RBAC + injection: pattern, context, MiniLM)": (f"{guarded.base_url}/chat/completions", "sk-marketing"),
+            "guards, finance (custom_auth + RBAC + injection + PII)": (f"{guarded.base_url}/chat/completions", "sk-finance"),
         }
         seq: dict[str, list[float]] = {name: [] for name in targets}
         for url, key in targets.values():  # warm-up (first-request imports, connections)

@@ -67,8 +67,11 @@ def run(label: str, policy: str, profile: str, identity: dict[str, Any], n: int,
                     raise RuntimeError(f"{label}: slg serve exited with {proc.returncode}")
                 time.sleep(0.1)
             first = client.post("/v1/guard/request", json={**body, "expect_response": False})
-            if first.status_code != 200 or first.json()["blocked"]:
+            if first.status_code != 200:
                 raise RuntimeError(f"first request answered {first.status_code}: {first.text[:200]}")
+            if first.json()["blocked"]:
+                rules = sorted({f["rule_id"] for f in first.json().get("findings", [])})
+                raise RuntimeError(f"the policy blocks the repetitive 1 KB probe prompt ({', '.join(rules)})")
             ready_s = time.perf_counter() - t0
             for _ in range(10):
                 client.post("/v1/guard/request", json={**body, "expect_response": False})
@@ -109,7 +112,7 @@ def main() -> int:
         configs = [
             ("edge, one regex guard (service overhead: HTTP, auth, JSON, audit)",
              str(ROOT / "tests" / "policies" / "service.yaml"), "edge", {"team": "rnd"}),
-            ("full, demo policy, finance (combined injection + PII on Presidio + spaCy NER)", str(demo), "full", {"team": "finance"}),
+            ("full, demo policy, finance (combined injection + PII: Presidio with the learned name tagger)", str(demo), "full", {"team": "finance"}),
             ("full, demo policy, marketing (combined injection: pattern + context + MiniLM)", str(demo), "full", {"team": "marketing"}),
             ("edge, demo policy, finance (PII pattern recognizers)", str(demo), "edge", {"team": "finance"}),
             ("edge, demo policy, marketing (injection pattern + context)", str(demo), "edge", {"team": "marketing"}),
