@@ -97,7 +97,8 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r" (?:\S+ ){0,4}(?:delete|remove|transfer|send|pay|wire|drop|shell|rm|exec)\b|"
            r"\b(?:delete|remove|wipe|erase) (?:all|every) (?:\S+ )?(?:files|emails|records|documents|data)\b"),
     _CRule("context.indirect.response_directive", "indirect_injection", {_D: 0.5},
-           r"\b(?:add|include|insert|integrate|incorporate|append|enhance|modify|rewrite|render|format|end|begin|"
+           r"\b(?:add|include|insert|integrate|incorporate|append|enhance|augment|supplement|enrich|complement|"
+           r"extend|expand|accompany|modify|rewrite|render|format|end|begin|"
            r"start|provide|replace|group|scramble|jumble|rearrange|reverse|encode|convert|emphasize|highlight|"
            r"mention|recommend|suggest|use|make|write|respond|reply|answer|translate|conclude|finish|sign|express|"
            r"present|structure|deliver|compose|craft|frame|phrase|fill|spice|pepper|sprinkle|weave|embed)\b "
@@ -108,7 +109,8 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"insert|weave|mention|recommend|suggest|use|write|say|state|claim|tell|promote|end|begin|start|praise|"
            r"advertise|link)\b"),
     _CRule("context.indirect.reply_modifier", "indirect_injection", {_D: 0.5},
-           r"\b(?:provide|enhance|modify|render|misspell|jumble|scramble|shuffle|reverse|rewrite|format|"
+           r"\b(?:provide|enhance|augment|supplement|enrich|complement|extend|expand|accompany|modify|render|"
+           r"misspell|jumble|scramble|shuffle|reverse|rewrite|format|"
            r"structure|compose|present|deliver|express|frame|phrase|write|craft|begin|start|end|conclude|close|"
            r"finish|sign|embed|weave|integrate|incorporate|insert|append|add|include|highlight|emphasize|"
            r"mention|recommend|suggest|promote|invite|encourage|ensure|make|keep|limit|restrict|capitalize|"
