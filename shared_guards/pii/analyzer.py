@@ -107,7 +107,7 @@ _TIER: dict[str, int] = {
     Entity.UK_NINO: 0, Entity.EMAIL_ADDRESS: 0,
     Entity.IP_ADDRESS: 1, Entity.URL: 1, Entity.MEDICAL_RECORD_NUMBER: 1, Entity.US_PASSPORT: 1,
     Entity.PASSPORT: 1, Entity.PHONE_NUMBER: 1, Entity.ZIP_CODE: 1, Entity.US_DRIVER_LICENSE: 2, Entity.STREET_ADDRESS: 2,
-    Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.TITLE: 6, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
+    Entity.PERSON: 3, Entity.DATE_TIME: 3, Entity.AGE: 3, Entity.LOCATION: 4, Entity.NRP: 4, Entity.ORGANIZATION: 5,
 }
 _RAW_MIN_SCORE = 0.15
 _STRONG = 0.4  # a pattern match scored at least this beats the NER spans inside it
@@ -770,6 +770,9 @@ _JOINED = re.compile(r"[ \t]*,[ \t]*|[ \t]*\n[ \t]*")
 _COMMA_NEXT = re.compile(r"[ \t]*,")
 _CLAUSE_END = re.compile(r"[.?!;](?:\s|$)|\n")
 _SHORT_LINES = 3  # lines after an address that may still hold its postcode ("City\nRegion\n12345")
+_LOOK = 200  # how far the postcode rules look for a line or part start (bounded: linear time)
+_PART_END = re.compile(r"[ \t]*(?:[,;.?!]|\n|$)")  # a postcode that ends its part
+_LINE_END = re.compile(r"[ \t]*[.?!;]?[ \t]*(?:\n|$)")  # ... or, alone in its part, its line
 _BEFORE_PLACE = re.compile(r"[ \t]*(" + rec.POSTCODE + r")[ \t]{1,3}")
 
 
@@ -778,10 +781,17 @@ def _postcode_ok(value: str, *, strict: bool) -> bool:
     return not strict or (len(value) >= 4 and not _YEAR_ONLY.fullmatch(value))
 
 
+def _part_start(text: str, pos: int) -> int:
+    """Start of the line or comma-separated part that ``pos`` is in (looking back at most ``_LOOK``)."""
+    lo = max(0, pos - _LOOK)
+    return max(text.rfind("\n", lo, pos), text.rfind(",", lo, pos), lo - 1) + 1
+
+
 def _prose_postcode(text: str, a: int, b: int) -> bool:
     """A number next to a place in prose is no postcode in a table row or a timeline ("Salm 1499:")."""
-    line_start, line_end = text.rfind("\n", 0, a) + 1, text.find("\n", b)
-    return text.startswith(":", b) is False and "|" not in text[line_start:line_end if line_end >= 0 else len(text)]
+    lo, hi = max(0, a - _LOOK), min(len(text), b + _LOOK)
+    line_start, line_end = text.rfind("\n", lo, a) + 1 or lo, text.find("\n", b, hi)
+    return not text.startswith(":", b) and "|" not in text[line_start:line_end if line_end >= 0 else hi]
 
 
 def _address_region(text: str, d: Detection) -> int:
@@ -793,7 +803,7 @@ def _address_region(text: str, d: Detection) -> int:
         end = _CLAUSE_END.search(text, hi, hi + 80)
         hi = end.start() if end else min(len(text), hi + 80)
     for _ in range(_SHORT_LINES):
-        nl = text.find("\n", hi)
+        nl = text.find("\n", hi, hi + _LOOK)
         if nl < 0 or text[hi:nl].strip():
             break
         nxt = text.find("\n", nl + 1)
@@ -818,13 +828,11 @@ def _address_postcodes(text: str, d: Detection, hi: int) -> list[tuple[int, int]
         a, b = m.span()
         if a < first_break:
             continue
-        part_start = max(text.rfind("\n", 0, a), text.rfind(",", 0, a)) + 1
-        before = text[part_start:a]
+        before = text[_part_start(text, a):a]
         if any(c.isdigit() or c in ":(|" for c in before) or _UNIT_WORD.search(before):
             continue  # a house number, a unit, a labelled field ("Desk: (602)..."), a table cell
         # ends its part; a postcode alone in its part must end its line ("91020, Sowing" is a list)
-        ends = re.match(r"[ \t]*(?:[,;.?!]|\n|$)" if before.strip() else r"[ \t]*[.?!;]?[ \t]*(?:\n|$)",
-                        text[b:hi]) is not None
+        ends = (_PART_END if before.strip() else _LINE_END).match(text, b, hi) is not None
         if ends or (not before.strip() and _CITY_AFTER.match(text, b, hi) and _postcode_ok(m.group(0), strict=True)):
             out.append((a, b))
     return out
@@ -855,8 +863,7 @@ def attach_postcodes(text: str, dets: list[Detection], *, zip_codes: bool) -> li
         m = _AFTER_PLACE.match(text, d.end)
         if m and _postcode_ok(m.group(1), strict=True):
             found.append(m.span(1))
-        part_start = max(text.rfind("\n", 0, d.start), text.rfind(",", 0, d.start)) + 1
-        m2 = _BEFORE_PLACE.fullmatch(text, part_start, d.start)
+        m2 = _BEFORE_PLACE.fullmatch(text, _part_start(text, d.start), d.start)
         if m2 and _postcode_ok(m2.group(1), strict=True):
             found.append(m2.span(1))
         for a, b in found:
@@ -887,12 +894,14 @@ def job_title_lines(text: str, dets: list[Detection]) -> list[Detection]:
         a, b = m.span(1)
         if any(a < d.end and d.start < b for d in dets):
             continue
-        above = text[:m.start()].rstrip("\n \t")  # the previous non-empty line (blank lines skipped)
-        if text[len(above):m.start()].count("\n") > 2:
+        # the previous non-empty line (up to two blank lines skipped), looked for in a bounded window
+        lo = max(0, m.start() - _LOOK)
+        above_end = lo + len(text[lo:m.start()].rstrip("\n \t"))
+        if above_end == lo or text.count("\n", above_end, m.start()) > 2:
             continue
-        line_start = above.rfind("\n") + 1
-        line = above[line_start:]
-        covered = sum(d.end - d.start for d in names if line_start <= d.start and d.end <= len(above))
+        line_start = text.rfind("\n", lo, above_end) + 1 or lo
+        line = text[line_start:above_end]
+        covered = sum(d.end - d.start for d in names if line_start <= d.start and d.end <= above_end)
         if covered and covered >= len(line.strip(" \t>,")) - 3:
             extra.append(Detection(Entity.TITLE.value, a, b, 0.5, "title_job_line"))
     return sorted([*dets, *extra], key=lambda d: (d.start, d.end)) if extra else dets

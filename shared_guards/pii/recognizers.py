@@ -341,6 +341,8 @@ _NOT_A_NAME = frozenset(
 )
 
 
+# An honorific before a capitalized name ("Mr. Leiva", "Dr Jane Roe"): the PERSON cue and the TITLE.
+_HONORIFIC = r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra)\.?"
 # An honorific with its dot: it marks a name even in lower-case text ("mr. elliott").
 LOWER_HONORIFIC = r"(?i:\b(?:mr|mrs|ms|dr|prof)\.)"
 
@@ -354,7 +356,7 @@ def person_rules() -> list[Rule]:
     full = _NAME + r"(?:\s{1,2}(?:[A-Z]\.?\s{1,2})?" + _NAME + r"){0,2}"
     return [
         Rule(p, "person_honorific",
-             re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra)\.?\s{1,3}(" + full + ")"),
+             re.compile(_HONORIFIC + r"\s{1,3}(" + full + ")"),
              0.7, group=1),
         Rule(p, "person_cue",
              re.compile(r"(?i:\bmy name is|\bname\s{0,2}:|\bname is|\bi am|\bi'm|\bthis is|\bsigned|\bregards,|"
@@ -429,8 +431,7 @@ def title_rules() -> list[Rule]:
         Rule(Entity.TITLE, "title_job_apposition",
              re.compile(r"(?<=[^\W\d_]),\s(?i:the|our|their|a|an)\s(" + TITLE_PHRASE + r"),"), 0.5, group=1),
         Rule(Entity.TITLE, "title_honorific",
-             re.compile(r"\b(?:(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Sra|Mme|Mlle)\.?|Miss|Sir|Madam|Herr|Frau)(?=\s{1,3}"
-                        + _NAME + ")"), 0.6),
+             re.compile(_HONORIFIC + r"(?=\s{1,3}" + _NAME + ")"), 0.6),
         Rule(Entity.TITLE, "title_honorific_lower",
              re.compile(LOWER_HONORIFIC + r"(?=\s{1,3}(?!(?:" + "|".join(sorted(_NOT_A_NAME)) + r")\b)"
                         + _LOWER_NAME + r"\b)"), 0.5),
