@@ -433,3 +433,20 @@ def test_titles(analyzer: PIIAnalyzer, text: str, titles: list[str]) -> None:
 ])
 def test_no_title_without_a_name_or_job_context(analyzer: PIIAnalyzer, text: str) -> None:
     assert Entity.TITLE.value not in {e for e, _ in spans(analyzer, text)}
+
+
+def test_span_index_answers_like_a_scan_over_all_spans() -> None:
+    """The overlap index behind overlap resolution and the postcode/title rules gives the same
+    answers as checking every span, also for spans that overlap each other."""
+    import random
+
+    from shared_guards.pii.analyzer import SpanIndex
+
+    rng = random.Random(3)
+    for _ in range(200):
+        spans = [(a, a + rng.randint(1, 15)) for a in (rng.randint(0, 60) for _ in range(rng.randint(0, 8)))]
+        index = SpanIndex(spans)
+        for s in range(0, 70, 3):
+            for e in (s, s + 1, s + 7):
+                assert index.overlaps(s, e) == any(s < b and a < e for a, b in spans)
+                assert index.covers(s, e) == any(a <= s and e <= b for a, b in spans)

@@ -7,7 +7,9 @@ CPU-bound and synchronous: guards call it in ``resources.executor``.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -428,6 +430,30 @@ def _cut_tagged(text: str, dets: list[Detection]) -> list[Detection]:
     return out
 
 
+class SpanIndex:
+    """Does ``[start, end)`` overlap any of a fixed set of spans? Sorted starts and a running maximum
+    of the ends: O(log n) per question, so checks stay linear-logarithmic on texts with thousands of
+    detections (a scan of all spans per candidate was quadratic)."""
+
+    def __init__(self, spans: Iterable[tuple[int, int]]) -> None:
+        items = sorted(spans)
+        self._starts = [a for a, _ in items]
+        self._max_end = list(itertools.accumulate((b for _, b in items), max))
+
+    @classmethod
+    def of(cls, dets: Iterable[Detection]) -> SpanIndex:
+        return cls((d.start, d.end) for d in dets)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end)  # spans that start before ``end``
+        return i > 0 and self._max_end[i - 1] > start
+
+    def covers(self, start: int, end: int) -> bool:
+        """Does one span contain ``[start, end)``?"""
+        i = bisect.bisect_right(self._starts, start)  # spans that start at or before ``start``
+        return i > 0 and self._max_end[i - 1] >= end
+
+
 _MERGED = (Entity.STREET_ADDRESS, Entity.PERSON, Entity.LOCATION, Entity.PHONE_NUMBER)
 
 
@@ -485,23 +511,27 @@ def resolve_overlaps(dets: list[Detection], text: str | None = None) -> list[Det
         dets = _cut_addresses(text, dets)
     strong = [d for d in dets if d.entity not in _NER and d.score >= _STRONG and d.rule != LEARNED_NAME]
     if strong:
-        dets = [d for d in dets if d.entity not in _NER
-                or not any(d.start < t.end and t.start < d.end for t in strong)]
+        strong_spans = SpanIndex.of(strong)
+        dets = [d for d in dets if d.entity not in _NER or not strong_spans.overlaps(d.start, d.end)]
     # A place inside a street address is part of it ("..., Oulu, Finland 80896"), whatever the scores.
     addresses = [d for d in dets if d.entity == Entity.STREET_ADDRESS]
     if addresses:
-        dets = [d for d in dets if d.entity != Entity.LOCATION
-                or not any(a.start <= d.start and d.end <= a.end for a in addresses)]
+        in_address = SpanIndex.of(addresses)
+        dets = [d for d in dets if d.entity != Entity.LOCATION or not in_address.covers(d.start, d.end)]
     # An honorific only fills a gap: "Oak Dr Springfield" is an address before it is a title.
     order = sorted((d for d in dets if d.entity != Entity.TITLE),
                    key=lambda d: (-d.score, _TIER.get(d.entity, 2), -(d.end - d.start), d.start))
     order += [d for d in dets if d.entity == Entity.TITLE]
+    # ``taken`` stays disjoint and sorted by start, so only the span starting just before ``d.end``
+    # can overlap ``d``; where none does, ``d`` goes right there.
     taken: list[Detection] = []
+    starts: list[int] = []
     for d in order:
-        if any(d.start < t.end and t.start < d.end for t in taken):
+        i = bisect.bisect_left(starts, d.end)
+        if i > 0 and taken[i - 1].end > d.start:
             continue
-        taken.append(d)
-    taken.sort(key=lambda d: (d.start, d.end))
+        taken.insert(i, d)
+        starts.insert(i, d.start)
     return taken
 
 
@@ -750,10 +780,11 @@ def propagate_names(text: str, dets: list[Detection]) -> list[Detection]:
         return dets
     rx = re.compile(r"(?<![\w'’\-])(?:" + "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True))
                     + r")(?![\w'’\-])")
+    found = SpanIndex.of(dets)
     extra: list[Detection] = []
-    for m in rx.finditer(text):
+    for m in rx.finditer(text):  # matches come in order and never overlap each other
         s, e = m.span()
-        if not any(s < d.end and d.start < e for d in dets) and not any(s < x.end and x.start < e for x in extra):
+        if not found.overlaps(s, e):
             extra.append(Detection(Entity.PERSON.value, s, e, 0.6, "name_propagation"))
     if not extra:
         return dets
@@ -850,6 +881,7 @@ def attach_postcodes(text: str, dets: list[Detection], *, zip_codes: bool) -> li
         else:
             blocks.append(d)
     regions = [(d.start, _address_region(text, d)) for d in blocks]
+    in_regions = SpanIndex(regions)
     spans: list[tuple[int, int, str]] = []
     for d, (_, hi) in zip(blocks, regions, strict=True):
         spans += [(a, b, Entity.STREET_ADDRESS.value) for a, b in _address_postcodes(text, d, hi)]
@@ -859,24 +891,26 @@ def attach_postcodes(text: str, dets: list[Detection], *, zip_codes: bool) -> li
     for d in dets:
         if d.entity != Entity.LOCATION:
             continue
-        found = []
+        near: list[tuple[int, int]] = []
         m = _AFTER_PLACE.match(text, d.end)
         if m and _postcode_ok(m.group(1), strict=True):
-            found.append(m.span(1))
+            near.append(m.span(1))
         m2 = _BEFORE_PLACE.fullmatch(text, _part_start(text, d.start), d.start)
         if m2 and _postcode_ok(m2.group(1), strict=True):
-            found.append(m2.span(1))
-        for a, b in found:
-            in_address = any(lo <= a < hi for lo, hi in regions)
+            near.append(m2.span(1))
+        for a, b in near:
+            in_address = in_regions.overlaps(a, a + 1)
             if not in_address and not _prose_postcode(text, a, b):
                 continue
             if in_address or zip_codes:
                 spans.append((a, b, Entity.STREET_ADDRESS.value if in_address else Entity.ZIP_CODE.value))
     out = list(dets)
-    for a, b, entity in sorted(spans):
-        if not any(a < d.end and d.start < b for d in out):
+    taken, added_end = SpanIndex.of(dets), -1
+    for a, b, entity in sorted(spans):  # by start: an added span can only overlap the latest ones
+        if not taken.overlaps(a, b) and a >= added_end:
             rule = "address_postcode" if entity == Entity.STREET_ADDRESS else "zip_place"
             out.append(Detection(entity, a, b, 0.7, rule))
+            added_end = max(added_end, b)
     return sorted(out, key=lambda d: (d.start, d.end)) if len(out) > len(dets) else dets
 
 
@@ -889,10 +923,11 @@ def job_title_lines(text: str, dets: list[Detection]) -> list[Detection]:
     names = [d for d in dets if d.entity == Entity.PERSON]
     if not names:
         return dets
+    found = SpanIndex.of(dets)
     extra = []
     for m in _TITLE_LINE.finditer(text):
         a, b = m.span(1)
-        if any(a < d.end and d.start < b for d in dets):
+        if found.overlaps(a, b):
             continue
         # the previous non-empty line (up to two blank lines skipped), looked for in a bounded window
         lo = max(0, m.start() - _LOOK)
