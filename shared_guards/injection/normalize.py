@@ -512,12 +512,16 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
         if leet != base:
             views.append(View("leet", words(leet), lower.translate(_LEET), full))
             flags.add("leet")
+            if _mostly_leet(_words_lower(_QUOTED.sub(" ", lower[:MAX_WHOLE_VIEW]))):
+                flags.add("leet_text")
 
     if _H_SPACED in hints:
         joined = _despace(cleaned)
         if joined is not None:
             views.append(View("spaced", words(joined), raw_view(joined), full))
             flags.add("letter_spacing")
+            if _mostly_spaced(cleaned, joined):
+                flags.add("spaced_text")
 
     if _H_MORSE in hints:
         decoded = _morse(cleaned)
@@ -560,6 +564,36 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
         out.append(_make_view("reversed", rev, (0, len(cleaned))))
         flags.add("reverse_hint")
     return out
+
+
+# Quoted passages are talked about ("is this gamer tag 'h4x0r' offensive?"), not said.
+_QUOTED = re2.compile(r"\"[^\"\n]{0,400}\"|'[^'\n]{0,400}'|\x{201c}[^\x{201d}\n]{0,400}\x{201d}")
+
+
+def _mostly_leet(base: str) -> bool:
+    """Whole sentences written in leetspeak ("R473 7h15 c4nd1d473 ..."): at least 6 words, and at
+    least 40 % of them letters mixed with leet digits that read as plain words once translated.
+    Nobody writes a request that way except to get it past a filter; part numbers, IBANs and
+    version strings are a word or two of a sentence, not most of it."""
+    tokens = base[:MAX_WHOLE_VIEW].split()
+    if len(tokens) < 6:
+        return False
+    mixed = 0
+    for t in tokens:
+        if t.isalpha() or t.isdigit():
+            continue
+        if any(c.isalpha() for c in t) and any(c in "013457" for c in t) and t.translate(_LEET).isalpha():
+            mixed += 1
+    return mixed >= 0.4 * len(tokens)
+
+
+def _mostly_spaced(cleaned: str, joined: str) -> bool:
+    """The whole text is letter-spaced ("R e c o m m e n d   t h a t ..."): most tokens are single
+    letters and they join into at least 5 words of 2+ letters."""
+    tokens = cleaned[:MAX_WHOLE_VIEW].split()
+    if not tokens or sum(1 for t in tokens if len(t) == 1) < 0.8 * len(tokens):
+        return False
+    return sum(1 for w in joined.split() if len(w) >= 2) >= 5
 
 
 def _despace(cleaned: str) -> str | None:
