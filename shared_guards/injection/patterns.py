@@ -27,6 +27,7 @@ import re2
 
 from shared_guards.injection.normalize import Normalized, OffsetMap, View, clean, normalize, offset_map, words
 from shared_guards.injection.rulepack import RulePack, RulePackError, expand, load_pack
+from shared_guards.injection.suffix import find_suffix, suffix_weight
 
 # Default weights of normalizer flags (a pack's ``signals`` overrides them). Alone they stay below
 # any sensible threshold; they add up with a matched rule.
@@ -40,6 +41,9 @@ DEFAULT_SIGNALS: dict[str, float] = {
     "letter_spacing": 0.1,
     "morse": 0.2,
     "decoded_match": 0.3,  # a rule matched inside a decoded (base64/hex/rot13/url/reversed) view
+    # weight of a confident token-soup suffix (suffix.THRESHOLD); weaker windows scale down to 0.2,
+    # stronger ones up; 0 turns the check off (see suffix.py)
+    "adversarial_suffix": 0.5,
 }
 
 
@@ -253,6 +257,13 @@ class PatternMatcher:
         if decoded_hit:
             matches.append(PatternMatch("obfuscation.decoded_match", "obfuscation",
                                         self.signals["decoded_match"], "signal"))
+        base = self.signals.get("adversarial_suffix", 0.0)
+        if base > 0:
+            hit = find_suffix(norm.original)
+            if hit is not None:
+                w = round(min(0.95, suffix_weight(hit) * base / 0.5), 4)
+                s_, e_ = (hit.start, hit.end) if offsets else (-1, -1)
+                matches.append(PatternMatch("obfuscation.adversarial_suffix", "obfuscation", w, "text", s_, e_))
         return self._result(matches, norm.flags)
 
     def _result(self, matches: list[PatternMatch], flags: frozenset[str]) -> PatternResult:
