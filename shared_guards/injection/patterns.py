@@ -259,10 +259,12 @@ class PatternMatcher:
                                         self.signals["decoded_match"], "signal"))
         base = self.signals.get("adversarial_suffix", 0.0)
         if base > 0:
-            hit = find_suffix(norm.original)
+            # lone surrogates (valid in JSON) cannot reach RE2: read the cleaned text then, without offsets
+            exact = "surrogates" not in norm.flags
+            hit = find_suffix(norm.original if exact else norm.cleaned)
             if hit is not None:
                 w = round(min(0.95, suffix_weight(hit) * base / 0.5), 4)
-                s_, e_ = (hit.start, hit.end) if offsets else (-1, -1)
+                s_, e_ = (hit.start, hit.end) if offsets and exact else (-1, -1)
                 matches.append(PatternMatch("obfuscation.adversarial_suffix", "obfuscation", w, "text", s_, e_))
         return self._result(matches, norm.flags)
 
