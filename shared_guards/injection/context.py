@@ -119,6 +119,32 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"tailor|style|compose|deliver|generate|produce|output|respond|reply|answer|merge|combine|paste|"
            r"copy|put|place|attach|adapt) (?:\S+ ){0,8}?your (?:reply|replies|response|responses|"
            r"answer|answers|message|output|solution)\b"),
+    # "Fuse the following code block into your solution:" - code for the answer, planted in data. Aimed
+    # at an answerer (your solution / answer / implementation) it is strong; "into your code" is how a
+    # forum answer talks to the asker, so it only adds to other evidence.
+    _CRule("context.indirect.code_for_answer", "indirect_injection", {_D: 0.5},
+           r"\b(?:following|subsequent|below|next|attached) (?:code|snippet|script)(?: (?:block|snippet|excerpt|"
+           r"section|segment|fragment|lines?))? (?:\S+ ){0,8}?(?:in|into|to|with|within|throughout) (?:the \S+ "
+           r"(?:\S+ )?of )?your (?:solution|elucidation|answer|response|explanation|implementation|reply|output)\b|"
+           r"\byour (?:solution|elucidation|answer|response|explanation|implementation|reply|output) (?:\S+ ){0,3}"
+           r"with the (?:following|subsequent|below) (?:code|snippet)\b"),
+    _CRule("context.indirect.code_for_your_code", "indirect_injection", {_D: 0.3},
+           r"\b(?:following|subsequent|below|next) (?:code|snippet)(?: (?:block|snippet|excerpt|section|segment|"
+           r"fragment|lines?))? (?:\S+ ){0,8}?(?:in|into|to|with|within|throughout) (?:the \S+ (?:\S+ )?of )?your "
+           r"(?:code|codebase|program)\b|\byour (?:code|codebase|program) (?:\S+ ){0,3}with the (?:following|"
+           r"subsequent|below) (?:code|snippet)\b"),
+    # Code that fetches and runs a file, opens a socket to a bare IP address, ships files over SSH/FTP or
+    # sends cookies, keys, audio or keystrokes somewhere: weak alone (tutorials show such code), it adds
+    # to an instruction to put code into the answer.
+    _CRule("context.indirect.risky_code", "indirect_injection", {_D: 0.3},
+           r"(?:urlretrieve|urlopen|wget |curl |requests\.get|invoke-webrequest)[^\n]{0,200}(?:\.py|\.sh|\.exe|"
+           r"\.ps1|\.bat|exploit|payload)[\s\S]{0,400}(?:exec\(|eval\(|subprocess\.|os\.system|popen|"
+           r"start-process|chmod)|exec\(\s*open\(|\.connect\(\s*\(\s*[\"']\d{1,3}(?:\.\d{1,3}){3}[\"']|"
+           r"(?:paramiko|scp|sftp|ftplib|ftp\()[\s\S]{0,400}(?:\.put\(|storbinary|\.upload)|"
+           r"(?:cookie|keychain|\.ssh/|id_rsa|login data|wallet)[\s\S]{0,400}(?:requests\.(?:post|put)|\.sendall\(|"
+           r"\.send\(|urlopen\()|(?:sounddevice|pyaudio|pynput|keyboard\.on_press|imagegrab|pyautogui\.screenshot|"
+           r"bluetooth)[\s\S]{0,600}(?:requests\.(?:post|put|get)|socket\.|\.send\()",
+           raw=True),
     _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
            r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
            r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|rm -rf (?:/|~|\$home)|"
