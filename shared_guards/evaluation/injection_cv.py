@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--oof", required=True, help="npz from the train command's --oof-out (ids, oof)")
     ap.add_argument("--threshold", type=float, help="head operating point (default: the shipped head's)")
     ap.add_argument("--block-at", type=float, default=0.5, help="the guard's threshold")
+    ap.add_argument("--by", default="category", help="row field to break the rates down by (e.g. source)")
     args = ap.parse_args(argv)
 
     with open(args.data, encoding="utf-8") as fh:  # not str.splitlines: texts may hold U+2028
@@ -64,14 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     pred = scores >= args.block_at
     y = np.asarray([int(r["label"]) for r in rows])
     cats = np.asarray([str(r.get("category", "")) for r in rows])
+    groups = np.asarray([str(r.get(args.by, "")) for r in rows])
     print(f"combined detector, semantic out of fold (head threshold {thr:.4f}), block at {args.block_at}")
     print(f"recall {pred[y == 1].mean():.3f} ({int(pred[y == 1].sum())}/{int((y == 1).sum())})")
     easy = np.isin(cats, EASY) & (y == 0)
     print(f"FPR benign chat/query/task/pii {pred[easy].mean():.4f} (n={int(easy.sum())})")
-    for c in sorted(set(cats.tolist())):
-        m = cats == c
-        kind = "recall" if y[m].any() else "FPR"
-        print(f"  {c:24s} n={int(m.sum()):5d}  {kind} {pred[m].mean():.3f}")
+    for g in sorted(set(groups.tolist())):
+        for label in (0, 1):
+            m = (groups == g) & (y == label)
+            if m.any():
+                kind = "recall" if label else "FPR"
+                print(f"  {g:24s} n={int(m.sum()):5d}  {kind} {pred[m].mean():.3f}")
     return 0
 
 
