@@ -93,13 +93,14 @@ def main() -> int:
             analyze_segments([Segment(0, role, text)], [n])
         norm = normalize(text)
         t_norm = percentiles(timed(lambda text=text: normalize(text), args.n))
-        t_pat = percentiles(timed(lambda norm=norm: matcher.scan(norm), args.n))
+        sfx = role is not Role.TOOL  # the combined guard skips the adversarial-suffix check on data roles
+        t_pat = percentiles(timed(lambda norm=norm, sfx=sfx: matcher.scan(norm, suffix=sfx), args.n))
         t_ctx = percentiles(timed(lambda norm=norm, text=text, role=role: analyze_segments(
             [Segment(0, role, text)], [norm]), args.n))
 
-        def both(text: str = text, role: Role = role) -> None:
+        def both(text: str = text, role: Role = role, sfx: bool = sfx) -> None:
             n = normalize(text)
-            matcher.scan(n)
+            matcher.scan(n, suffix=sfx)
             analyze_segments([Segment(0, role, text)], [n])
 
         t_all = percentiles(timed(both, args.n))

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from shared_guards.errors import ContentViolation
 from shared_guards.guard import Guard, GuardConfig, RequestContext, Resources
+from shared_guards.injection.context import DATA_ROLES
 from shared_guards.injection.normalize import normalize
 from shared_guards.injection.patterns import STRUCTURAL, PatternMatcher, PatternResult, get_matcher
 from shared_guards.injection.rulepack import RuleStore, shared_store
@@ -79,7 +80,7 @@ def scan_request(request: GuardRequest, matcher: PatternMatcher, roles: frozense
     for i, role, text, full in segments(request):
         if role not in roles or not text:
             continue
-        res = matcher.scan(normalize(text, decode=decode))
+        res = matcher.scan(normalize(text, decode=decode), suffix=role not in DATA_ROLES)
         if not full and role not in full_scan_roles:
             res = matcher.restrict(res, STRUCTURAL)
         if res.matches:

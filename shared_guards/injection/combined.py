@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from shared_guards.injection.context import DATA_ROLES
 from shared_guards.injection.normalize import Normalized, normalize
 from shared_guards.injection.patterns import PatternMatcher, PatternResult
 from shared_guards.injection.semantic import SemanticDetector, SemanticScore
@@ -128,7 +129,8 @@ class CombinedDetector:
         if self._on(Layer.PATTERN):
             assert self.matcher is not None
             matcher = self.matcher()
-            patterns = [matcher.scan(n) for n in norms]
+            patterns = [matcher.scan(n, suffix=s.role not in DATA_ROLES)
+                        for s, n in zip(segments, norms, strict=True)]
         t2 = time.perf_counter()
         signals: list[ContextSignal] = []
         if self._on(Layer.CONTEXT):

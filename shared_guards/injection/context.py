@@ -333,8 +333,13 @@ def embedded_task_line(text: str) -> bool:
     return False
 
 
+_YOUR_REPLY = re2.compile(r"your (?:response|reply|answer|output|responses|replies|answers)\b")
+
+
 def _reply_shaping(raw: str) -> bool:
     """An imperative sentence that shapes 'your response' ("Introduce typos in your response.")."""
+    if _YOUR_REPLY.search(raw) is None:  # one DFA pass; the capturing search below is slower
+        return False
     pos = 0
     for _ in range(16):
         m = _REPLY_SHAPING.search(raw, pos)

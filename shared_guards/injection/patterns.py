@@ -212,7 +212,10 @@ class PatternMatcher:
                 if i not in hits:
                     hits[i] = (view.name, -3, k)
 
-    def scan(self, norm: Normalized, *, offsets: bool = True) -> PatternResult:
+    def scan(self, norm: Normalized, *, offsets: bool = True, suffix: bool = True) -> PatternResult:
+        """Rule matches and signals of one normalized segment. ``suffix=False`` skips the
+        adversarial-suffix check (callers do for tool results and documents: optimized suffixes are
+        written into a user's own prompt, and JSON or HTML data is where the check costs most)."""
         hits: dict[int, tuple[str, int, int]] = {}
         for view in norm.views:
             self._scan_view(view, hits)
@@ -257,7 +260,7 @@ class PatternMatcher:
         if decoded_hit:
             matches.append(PatternMatch("obfuscation.decoded_match", "obfuscation",
                                         self.signals["decoded_match"], "signal"))
-        base = self.signals.get("adversarial_suffix", 0.0)
+        base = self.signals.get("adversarial_suffix", 0.0) if suffix else 0.0
         if base > 0:
             # lone surrogates (valid in JSON) cannot reach RE2: read the cleaned text then, without offsets
             exact = "surrogates" not in norm.flags
