@@ -291,6 +291,8 @@ def test_whole_text_obfuscation_is_flagged(text: str, flag: str) -> None:
     "H A P P Y  B I R T H D A Y",
     "The words in my puzzle are: c a t, d o g.",
     "Flight LH451 leaves gate B22 at 7:45, seat 14C, booking ref X7Y2Z9.",
+    "Which of these commits touched auth: 3f4a1b7 9c0d2e1 7b3a5f0 1e3d3c4 5a4b7c1 0d9e8f7",
+    "Dedupe these IDs: k7z0qw r5t0vb z7x5c3 m0n1b7 t4kq0z w3rtz1",
 ])
 def test_codes_ids_and_quoted_leet_are_not_whole_text_obfuscation(text: str) -> None:
     flags = normalize(text).flags

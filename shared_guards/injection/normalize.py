@@ -566,6 +566,7 @@ def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list
     return out
 
 
+_HEX_TOKEN = re2.compile(r"^[0-9a-f]+$")
 # Quoted passages are talked about ("is this gamer tag 'h4x0r' offensive?"), not said.
 _QUOTED = re2.compile(r"\"[^\"\n]{0,400}\"|'[^'\n]{0,400}'|\x{201c}[^\x{201d}\n]{0,400}\x{201d}")
 
@@ -578,12 +579,19 @@ def _mostly_leet(base: str) -> bool:
     tokens = base[:MAX_WHOLE_VIEW].split()
     if len(tokens) < 6:
         return False
+    from shared_guards.injection.suffix import _known, english_words  # a word list, no model
+
+    vocab = english_words()
     mixed = 0
     for t in tokens:
-        if t.isalpha() or t.isdigit():
+        if t.isalpha() or t.isdigit() or _HEX_TOKEN.match(t):  # hashes and hex IDs: 3f4a1b7, 41d4
             continue
-        if any(c.isalpha() for c in t) and any(c in "013457" for c in t) and t.translate(_LEET).isalpha():
-            mixed += 1
+        if any(c.isalpha() for c in t) and any(c in "013457" for c in t):
+            w = t.translate(_LEET)
+            # a word once translated: a known English one, or one with a word's share of vowels
+            # ("empfiehl"), not a random ID ("k7z0qw" -> "ktzoqw")
+            if w.isalpha() and (_known(w, vocab) or sum(c in "aeiouy" for c in w) >= 0.3 * len(w)):
+                mixed += 1
     return mixed >= 0.4 * len(tokens)
 
 
