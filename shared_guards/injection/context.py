@@ -182,13 +182,18 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"administrator|new instructions|system override|override)\s*[\]>)*=|]*\s*:"
            r"|[\[<]\s*/?\s*(?:system|sys|system_prompt|instructions?|admin|developer)\s*[\]>]",
            raw=True),
+    _CRule("context.fake_turn.new_task", "delimiter_injection", {_U: 0.45, _D: 0.7, _A: 0.4},
+           r"(?:^|\n)\s*(?:#{1,4}|\*\*|==+|--+)\s*(?:new|updated|real|actual|next|additional|secret|hidden|"
+           r"revised) (?:task|tasks|instructions?|objective|goal|directive|assignment)s?\s*(?:\*\*)?\s*:",
+           raw=True),
     _CRule("context.fake_turn.conversation", "delimiter_injection", {_U: 0.25, _D: 0.45, _A: 0.5},
            r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:human|user|assistant|ai|chatgpt|gpt|model|bot)\s*:[^\n]*\n(?:[^\n]*\n)"
            r"{0,20}\s*(?:#{1,4}\s*)?(?:assistant|ai|chatgpt|gpt|model|bot|human|user)\s*:",
            raw=True),
     _CRule("context.fake_turn.end_marker", "delimiter_injection", {_U: 0.4, _D: 0.6},
            r"[\[<]\s*/?\s*(?:end|end of|begin|start)[ _-]?(?:of[ _-])?(?:document|context|email|input|data|"
-           r"user[ _-]input|prompt|conversation|text|system|tool[ _-]output|result)\s*[\]>]|</\s*(?:document|"
+           r"user[ _-]input|prompt|conversation|text|system|tool[ _-]output|result|article|page|web[ _-]?page|"
+           r"message|file|content|review|post|comment|search[ _-]results?)\s*[\]>]|</\s*(?:document|"
            r"context|data|email|input|user_input|text|article|search_results?|tool_output|result)\s*>|"
            r"(?:^|\n)\s*[-=*#]{3,}\s*(?:end of (?:document|context|input|email|data|prompt|text)|"
            r"begin (?:system|new|admin))",
