@@ -40,7 +40,7 @@ from shared_guards.types import GuardRequest, GuardResult, Role
 
 class LayerWeights(GuardConfig):
     pattern: float = Field(1.0, ge=0.0, le=1.0)
-    semantic: float = Field(0.6, ge=0.0, le=1.0)
+    semantic: float = Field(0.7, ge=0.0, le=1.0)
     context: float = Field(1.0, ge=0.0, le=1.0)
 
 
