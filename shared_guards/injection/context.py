@@ -45,6 +45,14 @@ _VERB = (r"(?:ignore|disregard|forget|send|forward|email|reply|respond|answer|te
          r"install|download|upload|share|leak|exfiltrate|obey|follow|comply|switch|act|pretend|respond)")
 
 
+def _code_into_your(nouns: str) -> str:
+    """'Fuse the following code block into your <noun>' and 'enrich your <noun> with the following code'."""
+    return (r"\b(?:following|subsequent|below|next|attached) (?:code|snippet|script)(?: (?:block|snippet|excerpt|"
+            r"section|segment|fragment|lines?))? (?:\S+ ){0,8}?(?:in|into|to|with|within|throughout) (?:the \S+ "
+            rf"(?:\S+ )?of )?your (?:{nouns})\b|\byour (?:{nouns}) (?:\S+ ){{0,3}}with the (?:following|subsequent|"
+            r"below) (?:code|snippet)\b")
+
+
 @dataclass(frozen=True, slots=True)
 class _CRule:
     id: str
@@ -123,16 +131,9 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
     # at an answerer (your solution / answer / implementation) it is strong; "into your code" is how a
     # forum answer talks to the asker, so it only adds to other evidence.
     _CRule("context.indirect.code_for_answer", "indirect_injection", {_D: 0.5},
-           r"\b(?:following|subsequent|below|next|attached) (?:code|snippet|script)(?: (?:block|snippet|excerpt|"
-           r"section|segment|fragment|lines?))? (?:\S+ ){0,8}?(?:in|into|to|with|within|throughout) (?:the \S+ "
-           r"(?:\S+ )?of )?your (?:solution|elucidation|answer|response|explanation|implementation|reply|output)\b|"
-           r"\byour (?:solution|elucidation|answer|response|explanation|implementation|reply|output) (?:\S+ ){0,3}"
-           r"with the (?:following|subsequent|below) (?:code|snippet)\b"),
+           _code_into_your("solution|elucidation|answer|response|explanation|implementation|reply|output")),
     _CRule("context.indirect.code_for_your_code", "indirect_injection", {_D: 0.3},
-           r"\b(?:following|subsequent|below|next) (?:code|snippet)(?: (?:block|snippet|excerpt|section|segment|"
-           r"fragment|lines?))? (?:\S+ ){0,8}?(?:in|into|to|with|within|throughout) (?:the \S+ (?:\S+ )?of )?your "
-           r"(?:code|codebase|program)\b|\byour (?:code|codebase|program) (?:\S+ ){0,3}with the (?:following|"
-           r"subsequent|below) (?:code|snippet)\b"),
+           _code_into_your("code|codebase|program")),
     # Code that fetches and runs a file, opens a socket to a bare IP address, ships files over SSH/FTP or
     # sends cookies, keys, audio or keystrokes somewhere: weak alone (tutorials show such code), it adds
     # to an instruction to put code into the answer.
