@@ -294,16 +294,21 @@ _NOT_IMPERATIVE = frozenset({
 })
 _TABLE_ROW = re2.compile(r"^\s*\|.*\||^[^|\n]*\|[^|\n]*\|[^|\n]*\||^[^\t\n]*\t[^\t\n]*\t")
 _MAX_DOC_LINES = 5000
+# Words by which a line points at the document around it ("the following table", "this e-mail").
+_POINTS_AT_DOC = re2.compile(
+    r"\b(?:this|these|those|following|below|above|attached|here|table|tables|rows?|columns?|data|dataset|list|"
+    r"email|e-mail|mail|message|letter|document|text|file|code|snippet|spreadsheet|sheet|csv|json)\b")
 
 
 def _is_table_row(line: str) -> bool:
     return _TABLE_ROW.search(line) is not None
 
 
-def embedded_task_line(text: str) -> bool:
+def embedded_task_line(text: str, *, edges: bool = False) -> bool:
     """A task or reply directive on a line of its own *inside* a table or an e-mail with headers.
 
-    Linear: one pass over at most ``_MAX_DOC_LINES`` lines, a bounded RE2 match per line."""
+    With ``edges`` (a tool result or document: no user wrote any of it) the first and last lines
+    count too. Linear: one pass over at most ``_MAX_DOC_LINES`` lines, a bounded RE2 match per line."""
     lines = text.split("\n", _MAX_DOC_LINES)[:_MAX_DOC_LINES]
     kinds: list[str] = []  # "t" table row, "h" header, "b" blank, "x" other
     for line in lines:
@@ -322,17 +327,21 @@ def embedded_task_line(text: str) -> bool:
         return False
     content = [i for i, k in enumerate(kinds) if k in "tx"]
     after_header = max((i for i, k in enumerate(kinds) if k == "h"), default=-1)
+    last = len(content) - 1
     for pos, i in enumerate(content):
-        if kinds[i] != "x" or pos == 0 or pos == len(content) - 1:
-            continue  # first and last content lines may be the user's own words
+        if kinds[i] != "x" or (not edges and (pos == 0 or pos == last)):
+            continue  # in a user turn the first and last content lines may be the user's own words
         st = lines[i].strip()
         if len(st) > 240:
             continue
-        prev_k, next_k = kinds[content[pos - 1]], kinds[content[pos + 1]]
+        prev_k = kinds[content[pos - 1]] if pos > 0 else "t"
+        next_k = kinds[content[pos + 1]] if pos < last else "t"
         in_table = tables and prev_k == "t" and next_k == "t"
-        in_mail = headers and i > after_header and content[pos - 1] > after_header
+        in_mail = headers and i > after_header and (pos == 0 or content[pos - 1] > after_header)
         if not (in_table or in_mail):
             continue
+        if (pos == 0 or pos == last) and _POINTS_AT_DOC.search(st.lower()) is not None:
+            continue  # "Summarize the following table." heads the data it is about
         if (_TASK_LINE.match(st) or _reply_shaping(st.lower())
                 or (in_table and _QUESTION_LINE.match(st))):
             return True
@@ -475,7 +484,8 @@ def analyze_segments(
             seg_scores.append(w)
         if scope == _D:
             for rule_id, hit in (("context.indirect.reply_shaping", _reply_shaping(norm.views[0].raw)),
-                                 ("context.indirect.embedded_task", embedded_task_line(norm.cleaned))):
+                                 ("context.indirect.embedded_task",
+                                  embedded_task_line(norm.cleaned, edges=seg.role in data_roles))):
                 if hit:
                     findings.append(ContextFinding(rule_id, "indirect_injection", 0.5, seg.message_index,
                                                    seg.role.value))
