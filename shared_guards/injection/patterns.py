@@ -48,6 +48,7 @@ DEFAULT_SIGNALS: dict[str, float] = {
 
 
 STANDALONE_SIGNAL = 0.5
+SUFFIX_SKIP_AT = 0.9  # rule evidence from which the adversarial-suffix check is not run
 # Categories judged without the mention/negation discount (markup and disguises are what they are).
 STRUCTURAL = frozenset({"delimiter_injection", "obfuscation"})
 MAX_QUOTE_CHECK = 256_000
@@ -261,7 +262,8 @@ class PatternMatcher:
             matches.append(PatternMatch("obfuscation.decoded_match", "obfuscation",
                                         self.signals["decoded_match"], "signal"))
         base = self.signals.get("adversarial_suffix", 0.0) if suffix else 0.0
-        if base > 0:
+        # an already conclusive segment (the combined guard skips the model at 0.9) needs no suffix check
+        if base > 0 and combine(m.weight for m in matches) < SUFFIX_SKIP_AT:
             # lone surrogates (valid in JSON) cannot reach RE2: read the cleaned text then, without offsets
             exact = "surrogates" not in norm.flags
             hit = find_suffix(norm.original if exact else norm.cleaned)
