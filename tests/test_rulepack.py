@@ -277,3 +277,13 @@ def test_cli_eval_reports_per_category_rates(tmp_path: Path, capsys: pytest.Capt
     rows.write_text("not json\n")
     assert slg(["rules", "eval", str(rows)]) == 1
     assert "rows.jsonl:1" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_sign_a_pack_that_would_not_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "src.yaml"
+    broken_yaml = PACK_V2.replace("rules:", 'description: "quoted" then more\nrules:', 1)
+    for text in (broken_yaml, PACK_V2.replace("banana", "(unclosed", 1)):
+        src.write_text(text)
+        assert slg(["rules", "sign", str(src), "--key", str(DEV_PRIVATE)]) == 1
+        assert "FAILED" in capsys.readouterr().err
+        assert src.read_text() == text, "left unsigned and unchanged"

@@ -23,7 +23,9 @@ from shared_guards.injection.rulepack import (
     generate_keypair,
     install,
     load_pack_bytes,
+    parse_pack,
     sign_bytes,
+    split_signature,
 )
 
 
@@ -106,8 +108,12 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
+    from shared_guards.injection.patterns import PatternMatcher
+
     try:
         data = Path(args.file).read_bytes()
+        # a pack that would not load is never signed: YAML, schema and every pattern checked first
+        PatternMatcher(parse_pack(split_signature(data)[0], source=args.file))
         signed = sign_bytes(data, args.key)
         out = Path(args.out) if args.out else Path(args.file)
         install(signed, out)
