@@ -246,6 +246,16 @@ class Segment:
 _DOC_HEADER = re2.compile(r"(?im)^[ \t]*(?:subject|from|to|cc|date|sent|received date|email_from)[ \t]*:")
 
 
+def _is_table_row(line: str) -> bool:
+    """A stripped line of a markdown/pipe table or of tab-separated columns."""
+    return line.startswith("|") or line.count("|") >= 3 or line.count("\t") >= 2
+
+
+def _is_header_line(line: str) -> bool:
+    """A stripped e-mail header line ("Subject: ...", "SUBJECT: ...|EMAIL_FROM: ...")."""
+    return _DOC_HEADER.match(line) is not None or line.startswith(("SUBJECT:", "EMAIL_FROM:", "RECEIVED DATE:"))
+
+
 def looks_like_document(text: str) -> bool:
     """A user turn that carries a pasted document: a table, an e-mail with headers, code or a traceback.
 
@@ -257,8 +267,7 @@ def looks_like_document(text: str) -> bool:
         return True
     table = 0
     for line in text.split("\n"):
-        st = line.strip()
-        if st.startswith("|") or st.count("|") >= 3 or st.count("\t") >= 2:
+        if _is_table_row(line.strip()):
             table += 1
             if table >= 2:
                 return True
@@ -292,16 +301,12 @@ _NOT_IMPERATIVE = frozenset({
     "did", "do", "does", "can", "could", "would", "will", "was", "were", "is", "are", "have", "has", "there",
     "here", "in", "so", "and", "but", "also", "all", "any", "some", "no", "not", "just", "re", "fw", "fwd",
 })
-_TABLE_ROW = re2.compile(r"^\s*\|.*\||^[^|\n]*\|[^|\n]*\|[^|\n]*\||^[^\t\n]*\t[^\t\n]*\t")
 _MAX_DOC_LINES = 5000
+_STRUCTURE_WEIGHT = 0.5  # reply shaping and embedded tasks, in data segments only
 # Words by which a line points at the document around it ("the following table", "this e-mail").
 _POINTS_AT_DOC = re2.compile(
     r"\b(?:this|these|those|following|below|above|attached|here|table|tables|rows?|columns?|data|dataset|list|"
     r"email|e-mail|mail|message|letter|document|text|file|code|snippet|spreadsheet|sheet|csv|json)\b")
-
-
-def _is_table_row(line: str) -> bool:
-    return _TABLE_ROW.search(line) is not None
 
 
 def embedded_task_line(text: str, *, edges: bool = False) -> bool:
@@ -315,7 +320,7 @@ def embedded_task_line(text: str, *, edges: bool = False) -> bool:
         st = line.strip()
         if not st:
             kinds.append("b")
-        elif _DOC_HEADER.match(st) or st.startswith(("SUBJECT:", "EMAIL_FROM:", "RECEIVED DATE:")):
+        elif _is_header_line(st):
             kinds.append("h")
         elif _is_table_row(st):
             kinds.append("t")
@@ -482,14 +487,14 @@ def analyze_segments(
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)
-        if scope == _D:
+        if scope == _D:  # the checks a regex table cannot express (sentence starts, line structure)
             for rule_id, hit in (("context.indirect.reply_shaping", _reply_shaping(norm.views[0].raw)),
                                  ("context.indirect.embedded_task",
                                   embedded_task_line(norm.cleaned, edges=seg.role in data_roles))):
                 if hit:
-                    findings.append(ContextFinding(rule_id, "indirect_injection", 0.5, seg.message_index,
-                                                   seg.role.value))
-                    seg_scores.append(0.5)
+                    findings.append(ContextFinding(rule_id, "indirect_injection", _STRUCTURE_WEIGHT,
+                                                   seg.message_index, seg.role.value))
+                    seg_scores.append(_STRUCTURE_WEIGHT)
         if seg_scores:
             best = max(best, combine(seg_scores))
     return ContextResult(round(best, 4), tuple(findings))

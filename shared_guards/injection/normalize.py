@@ -35,6 +35,8 @@ from urllib.parse import unquote
 
 import re2
 
+from shared_guards.injection.suffix import english_words, known_word
+
 MAX_INPUT = 16_000_000  # characters per segment (above any gateway body limit); longer input is cut
 MAX_OFFSET_MAP = 256_000  # longer segments report matches without character offsets
 MAX_WHOLE_VIEW = 256_000  # characters of a segment re-read as a whole (rot13, reversed, URL, Morse)
@@ -579,9 +581,7 @@ def _mostly_leet(base: str) -> bool:
     tokens = base[:MAX_WHOLE_VIEW].split()
     if len(tokens) < 6:
         return False
-    from shared_guards.injection.suffix import _known, english_words  # a word list, no model
-
-    vocab = english_words()
+    vocab = english_words()  # empty without the packaged MiniLM (edge installs): vowels alone decide
     mixed = 0
     for t in tokens:
         if t.isalpha() or t.isdigit() or _HEX_TOKEN.match(t):  # hashes and hex IDs: 3f4a1b7, 41d4
@@ -590,7 +590,7 @@ def _mostly_leet(base: str) -> bool:
             w = t.translate(_LEET)
             # a word once translated: a known English one, or one with a word's share of vowels
             # ("empfiehl"), not a random ID ("k7z0qw" -> "ktzoqw")
-            if w.isalpha() and (_known(w, vocab) or sum(c in "aeiouy" for c in w) >= 0.3 * len(w)):
+            if w.isalpha() and ((vocab and known_word(w, vocab)) or sum(c in "aeiouy" for c in w) >= 0.3 * len(w)):
                 mixed += 1
     return mixed >= 0.4 * len(tokens)
 

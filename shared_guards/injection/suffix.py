@@ -112,7 +112,9 @@ def english_words() -> frozenset[str]:
     return _words
 
 
-def _known(run: str, words: frozenset[str]) -> bool:
+def known_word(run: str, words: frozenset[str]) -> bool:
+    """``run`` is a word of ``words`` (:func:`english_words`), allowing common English suffixes
+    ("stopped", "readings"). With an empty list every run counts as known."""
     w = run.lower()
     if w in words or not words:
         return True
@@ -180,7 +182,7 @@ def token_junk(tok: str, words: frozenset[str]) -> float:
         return 0.5 * (len(kinds) - 1) if len(kinds) >= 2 and len(tok) >= 3 else 0.0
     if core.isalpha():
         if core.islower() or core.istitle() or core.isupper():
-            return 0.0 if len(core) < 3 or _known(core, words) else 0.5
+            return 0.0 if len(core) < 3 or known_word(core, words) else 0.5
     # wrappers that do not match ("(word]", "word({[") are junk too
     if ("/" in core or "\\" in core) and not core.translate(_PATH_CHARS):  # C:\\Users\\me, src/app.py
         return 0.0
@@ -203,7 +205,7 @@ def token_junk(tok: str, words: frozenset[str]) -> float:
         return min(junk, 0.5)
     ident = "_" in core or "." in core
     runs = _alpha_runs(core)
-    oov = sum(1 for run in runs if len(run) >= 3 and not _known(run, words))
+    oov = sum(1 for run in runs if len(run) >= 3 and not known_word(run, words))
     if len(runs) >= 2 and core.isalpha() and oov:  # words glued with a case change: "blogWrapperEnglette"
         junk += 0.3
     if oov and not (ident and junk == 0.0):
@@ -272,7 +274,7 @@ def score_line(line: str, words: frozenset[str] | None = None) -> tuple[float, i
     plain = [0]
     for t in toks:
         c = t.strip(".,;:!?\"'()")
-        plain.append(plain[-1] + (1 if len(c) >= 3 and c.isalpha() and c.isascii() and _known(c, ws) else 0))
+        plain.append(plain[-1] + (1 if len(c) >= 3 and c.isalpha() and c.isascii() and known_word(c, ws) else 0))
     code = _CODE_LINE.search(line) is not None
     # a window needs this much junk (+ up to 3 bracket errors) to be reported at all
     floor = MIN_REPORT / (0.6 if code else 1.0) - 3
