@@ -7,6 +7,8 @@ encodings. :func:`normalize` undoes the cheap ones and returns views the matcher
   removed, lower-cased, punctuation and markup collapsed to single spaces (``" ignore all ... "``).
 - ``leet``: ``text`` with leetspeak digits/symbols folded (only when the text has any).
 - ``spaced``: letter-spaced runs (``i g n o r e``) joined (only when present).
+- ``split``: words cut by a hyphen or asterisk rejoined (``ig-nore pre-vious in-structions``), only
+  where the joined form is a known word and a piece is not one (``well-known`` stays apart).
 - ``base64`` / ``hex`` / ``url`` / ``rot13`` / ``reversed``: decoded spans, each its own view with
   the span of the cleaned text it came from. Decoding is bounded (:data:`MAX_SPANS_SEEN`,
   :data:`MAX_DECODED_CHARS`, spans of at most :data:`MAX_SPAN` characters) and keeps only spans
@@ -40,6 +42,7 @@ from shared_guards.injection.suffix import english_words, known_word
 MAX_INPUT = 16_000_000  # characters per segment (above any gateway body limit); longer input is cut
 MAX_OFFSET_MAP = 256_000  # longer segments report matches without character offsets
 MAX_WHOLE_VIEW = 256_000  # characters of a segment re-read as a whole (rot13, reversed, URL, Morse)
+MAX_SPLIT_SCAN = 256_000  # characters of a segment searched for hyphen-split words
 MAX_SPAN = 4096  # longest encoded span decoded
 MAX_SPANS_SEEN = 100_000  # encoded-looking spans looked at per encoding and segment
 MAX_DECODED_CHARS = 1_000_000  # decoded characters kept per encoding and segment
@@ -148,15 +151,19 @@ _ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|ve
 _REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
 
 # One RE2 set answers "which of the optional views could apply?" in a single pass.
-_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE, _H_MORSE = range(8)
+_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE, _H_MORSE, _H_SPLIT = range(9)
 _MORSE_HINT = re2.compile(r"(?:[.-]{1,6} ){8,}")
+# a word cut by hyphens or asterisks where one piece is short: "ig-nore", "in-structions", "sys*tem"
+_SPLIT_HINT = re2.compile(r"(?i)\b[a-z]{1,3}[-*][a-z]|[a-z][-*][a-z]{1,3}\b")
+_SPLIT_SEP = re.compile(r"[-*](?=[A-Za-z])")
 
 
 def _hint_set() -> re2.Set:
     opts = re2.Options()
     opts.log_errors = False
     hs = re2.Set.SearchSet(opts)
-    for r in (_LEET_HINT, _SPACED, _B64_HINT, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT):
+    for r in (_LEET_HINT, _SPACED, _B64_HINT, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT,
+              _SPLIT_HINT):
         hs.Add(r.pattern)
     hs.Compile()
     return hs
@@ -525,6 +532,13 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
             if _mostly_spaced(cleaned, joined):
                 flags.add("spaced_text")
 
+    if _H_SPLIT in hints:
+        rejoined, n, odd = _rejoin_split_words(cleaned)
+        if n:
+            views.append(View("split", words(rejoined), raw_view(rejoined), full))
+            if odd >= 2:
+                flags.add("word_splitting")
+
     if _H_MORSE in hints:
         decoded = _morse(cleaned)
         if decoded is not None:
@@ -593,6 +607,87 @@ def _mostly_leet(base: str) -> bool:
             if w.isalpha() and ((vocab and known_word(w, vocab)) or sum(c in "aeiouy" for c in w) >= 0.3 * len(w)):
                 mixed += 1
     return mixed >= 0.4 * len(tokens)
+
+
+def _rejoin_split_words(cleaned: str) -> tuple[str, int, int]:
+    """Rejoin words cut by hyphens or asterisks to slip past word filters ("ig-nore all pre-vious
+    in-structions", "li-mitations"): a hyphenated token becomes one word when the joined form is a
+    known English word and one of its pieces is not a word or is at most 3 letters. Compounds of
+    two words ("well-known", "built-in") stay apart; without the packaged vocabulary nothing is
+    rejoined. Returns the text, how many tokens were rejoined and how many of those had a piece of
+    2+ letters that is no word ("pre-vious", not "e-mail" or "co-op"). A lone rejoined compound
+    ("mock-ups") is no disguise: the text comes back unchanged with counts 0 unless at least two
+    tokens were rejoined or one had a piece that is no word."""
+    vocab = english_words()
+    if not vocab:
+        return cleaned, 0, 0
+    text = cleaned[:MAX_SPLIT_SCAN]
+    hits: list[tuple[int, int, str]] = []
+    odd = 0
+    n = len(text)
+    last = -1
+    # Anchor on the separators (one fast C scan) and widen to the token by hand: a regex for whole
+    # hyphenated tokens costs ~15x more on ordinary prose, where compounds are common.
+    for m in _SPLIT_SEP.finditer(text):
+        i = m.start()
+        if i < last or i == 0 or not _ascii_letter(text[i - 1]):
+            continue
+        a = i
+        while a > 0 and (_ascii_letter(text[a - 1]) or text[a - 1] in "-*"):
+            a -= 1
+        b = i + 1
+        while b < n and (_ascii_letter(text[b]) or text[b] in "-*"):
+            b += 1
+        last = b
+        while text[a] in "-*":
+            a += 1
+        while text[b - 1] in "-*":
+            b -= 1
+        # part of a code or an ID ("x1-ab", "ab-cd_2", "Größe-ab"): leave it
+        if (a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_")) or (b < n and (text[b].isalnum() or text[b] == "_")):
+            continue
+        verdict = _split_verdict(text[a:b], vocab)
+        if verdict is not None:
+            hits.append((a, b, verdict[0]))
+            odd += verdict[1]
+    if not hits or (len(hits) < 2 and not odd):
+        return cleaned, 0, 0
+    parts: list[str] = []
+    pos = 0
+    for start, end, joined in hits:
+        parts.append(text[pos:start])
+        parts.append(joined)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts), len(hits), odd
+
+
+_split_cache: dict[str, tuple[str, int] | None] = {}
+
+
+def _ascii_letter(c: str) -> bool:
+    return c.isascii() and c.isalpha()
+
+
+def _split_verdict(tok: str, vocab: frozenset[str]) -> tuple[str, int] | None:
+    """(joined word, 1 if a piece of 2+ letters is no word else 0) for a token worth rejoining, else
+    None. Cached: the same compounds recur across a long text and across requests."""
+    key = tok.lower()
+    if key in _split_cache:
+        return _split_cache[key]
+    pieces = [p for p in re.split(r"[-*]", key) if p]
+    joined = "".join(pieces)
+    verdict: tuple[str, int] | None
+    if len(joined) < 4 or not known_word(joined, vocab):
+        verdict = None
+    elif all(len(p) > 3 and known_word(p, vocab) for p in pieces):
+        verdict = None
+    else:
+        verdict = (joined, int(any(len(p) >= 2 and not known_word(p, vocab) for p in pieces)))
+    if len(_split_cache) >= 65_536:  # bounded: reset rather than grow without end
+        _split_cache.clear()
+    _split_cache[key] = verdict
+    return verdict
 
 
 def _mostly_spaced(cleaned: str, joined: str) -> bool:

@@ -40,6 +40,7 @@ DEFAULT_SIGNALS: dict[str, float] = {
     "tag_chars": 0.6,
     "letter_spacing": 0.1,
     "morse": 0.2,
+    "word_splitting": 0.25,  # two or more words cut by hyphens/asterisks and rejoined (normalize)
     "decoded_match": 0.3,  # a rule matched inside a decoded (base64/hex/rot13/url/reversed) view
     # weight of a confident token-soup suffix (suffix.THRESHOLD); weaker windows scale down to 0.2,
     # stronger ones up; 0 turns the check off (see suffix.py)
