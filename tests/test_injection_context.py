@@ -16,7 +16,6 @@ from shared_guards.injection.context import (
     analyze_context,
     analyze_segments,
     contains_canary,
-    edge_task,
     insert_canary,
     make_canary,
 )
@@ -457,15 +456,3 @@ def test_staged_praise_in_a_first_user_turn_is_evidence(text: str) -> None:
 def test_praise_of_others_or_without_a_new_task_is_not_staged(text: str) -> None:
     res = analyze_segments([Segment(0, Role.USER, text)])
     assert "context.override.fake_completion" not in {f.rule_id for f in res.findings}
-
-
-def test_edge_task_finds_the_request_next_to_a_pasted_document() -> None:
-    """The line the encoder compares with the document: a task or question on the first or last line
-    of a table or mail with headers; never a line that points at the document, never plain prose."""
-    line, doc = edge_task(f"{_T1}\nDescribe the seasonal pattern.") or ("", "")
-    assert line == "Describe the seasonal pattern." and doc.startswith("| Month") and "seasonal" not in doc
-    assert edge_task(f"Explain customs holds in simple terms.\n{_E1}") == (
-        "Explain customs holds in simple terms.", _E1)
-    assert edge_task(f"{_T1}\nSummarize the following table.") is None  # points at the document
-    assert edge_task(f"{_T1}\nthanks") is None  # not a task
-    assert edge_task("We met on Monday.\nThe launch moved.\nExplain why margins shrank.") is None  # no table/mail

@@ -22,33 +22,20 @@ import numpy as np
 
 from shared_guards.guards.injection import InjectionConfig, build_detector
 from shared_guards.injection.combined import Segment
-from shared_guards.injection.context import edge_task
 from shared_guards.injection.semantic import DEFAULT_HEAD, SemanticScore, calibrate
 from shared_guards.types import Role
 
 EASY = ("benign_chat", "benign_query", "benign_task", "benign_with_pii")
 
 
-def combined_scores(texts: Sequence[str], semantic: Sequence[float], *, threshold: float,
-                    edges: bool = True) -> list[float]:
-    """Combined score per text (a user turn), with ``semantic`` as the raw out-of-fold head scores.
-
-    With ``edges`` the encoder also compares task lines on the edge of pasted tables and mails with
-    their documents (``context.indirect.unrelated_edge_task``): that needs no training, so it runs
-    live (the model loads only if some text has such a line)."""
+def combined_scores(texts: Sequence[str], semantic: Sequence[float], *, threshold: float) -> list[float]:
+    """Combined score per text (a user turn), with ``semantic`` as the raw out-of-fold head scores."""
     det = build_detector(InjectionConfig.model_validate({"layers": ["pattern", "context"]}))
-    parts = [det.cheap([Segment(0, Role.USER, text)]) for text in texts]
-    sims: dict[int, float] = {}
-    if edges:
-        found = {k: e for k, p in enumerate(parts) if (e := edge_task(p.norms[0].cleaned)) is not None}
-        if found:
-            from shared_guards.injection.semantic import SemanticDetector
-
-            sims = dict(zip(found, SemanticDetector().relatedness(list(found.values())), strict=True))
     out: list[float] = []
-    for k, (part, raw) in enumerate(zip(parts, semantic, strict=True)):
+    for text, raw in zip(texts, semantic, strict=True):
+        part = det.cheap([Segment(0, Role.USER, text)])
         conclusive = det.finish(part, None).score >= det.settings.short_circuit
-        sem = None if conclusive else [SemanticScore(calibrate(float(raw), threshold), edge_sim=sims.get(k))]
+        sem = None if conclusive else [SemanticScore(calibrate(float(raw), threshold))]
         out.append(det.finish(part, sem).score)
     return out
 
@@ -61,8 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, help="head operating point (default: the shipped head's)")
     ap.add_argument("--block-at", type=float, default=0.5, help="the guard's threshold")
     ap.add_argument("--by", default="category", help="row field to break the rates down by (e.g. source)")
-    ap.add_argument("--no-edges", action="store_true",
-                    help="skip the encoder's edge-task relatedness check (no model needed)")
     args = ap.parse_args(argv)
 
     with open(args.data, encoding="utf-8") as fh:  # not str.splitlines: texts may hold U+2028
@@ -76,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     thr = args.threshold if args.threshold is not None else float(np.load(DEFAULT_HEAD)["threshold"])
     sem = [float(z["oof"][pos[str(r.get("id"))]]) for r in rows]
-    scores = np.asarray(combined_scores([str(r["text"]) for r in rows], sem, threshold=thr, edges=not args.no_edges))
+    scores = np.asarray(combined_scores([str(r["text"]) for r in rows], sem, threshold=thr))
     pred = scores >= args.block_at
     y = np.asarray([int(r["label"]) for r in rows])
     cats = np.asarray([str(r.get("category", "")) for r in rows])

@@ -55,11 +55,6 @@ class ContextOptions(GuardConfig):
         default_factory=lambda: [Role.TOOL, Role.FUNCTION, Role.DOCUMENT],
         description="roles whose content is data: imperatives to the assistant there are indirect injection",
     )
-    unrelated_edge_below: float = Field(
-        0.05, ge=0.0, le=1.0,
-        description="a task line on the edge of a table/mail pasted into a user turn whose embedding is less "
-                    "similar than this to the document counts as planted (needs the semantic layer; 0: off)",
-    )
 
 
 class InjectionConfig(GuardConfig):
@@ -82,7 +77,6 @@ def build_detector(cfg: InjectionConfig, policy_dir: str = ".") -> CombinedDetec
                  Layer.CONTEXT: cfg.weights.context},
         role_weights={**DEFAULT_ROLE_WEIGHTS, **cfg.role_weights},
         short_circuit=cfg.short_circuit,
-        unrelated_edge_below=cfg.context.unrelated_edge_below,
     )
     matcher: Callable[[], Any] | None = None
     if Layer.PATTERN in layers:

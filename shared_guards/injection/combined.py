@@ -85,9 +85,6 @@ class CombinedSettings:
     role_weights: Mapping[Role, float] = field(default_factory=lambda: dict(DEFAULT_ROLE_WEIGHTS))
     short_circuit: float = 0.9
     min_finding_score: float = 0.25  # semantic scores below this are not reported as findings
-    # a task on the first/last line of a table or mail pasted into a user turn whose embedding is
-    # less similar than this to the document is planted, not the user's request (0: off)
-    unrelated_edge_below: float = 0.05
 
 
 def noisy_or(values: Sequence[float]) -> float:
@@ -194,7 +191,6 @@ class CombinedDetector:
         for sig in part.signals:
             ctx_by_msg.setdefault(sig.message_index, []).append(sig)
         request_ctx = ctx_by_msg.pop(-1, [])
-        extra: list[ContextSignal] = []  # context findings that needed the model's embeddings
         for i, seg in enumerate(part.segments):
             rw = self.settings.role_weights.get(seg.role, 1.0)
             contribs: list[tuple[float, str, str]] = []
@@ -210,10 +206,6 @@ class CombinedDetector:
                         severity="high" if m.weight >= 0.7 else "medium",
                     ))
             sigs = [*ctx_by_msg.get(seg.message_index, []), *request_ctx]
-            edge = self._unrelated_edge(seg, semantic[i] if semantic is not None else None)
-            if edge is not None:
-                sigs.append(edge)
-                extra.append(edge)
             if sigs:
                 cs = noisy_or([s.score for s in sigs])
                 contribs.append((w.get(Layer.CONTEXT, 1.0) * cs, Layer.CONTEXT.value,
@@ -235,28 +227,13 @@ class CombinedDetector:
             for c, layer, rule in contribs:
                 if c * rw > top_contrib:
                     top_contrib, top = c * rw, (rule, layer)
-        for sig in (*part.signals, *extra):
+        for sig in part.signals:
             findings.append(Finding(
                 guard=GUARD, rule_id=sig.rule_id, layer=Layer.CONTEXT.value, score=round(sig.score, 4),
                 category=sig.category, message_index=sig.message_index,
                 severity="high" if sig.score >= 0.5 else "medium",
             ))
         return min(best, 1.0), findings, layer_max, top
-
-
-    def _unrelated_edge(self, seg: Segment, sem: SemanticScore | None) -> ContextSignal | None:
-        """The context check that needs the encoder: a user turn's first/last line next to a pasted
-        table or mail is a task unrelated to the document (``context.edge_task``)."""
-        below = self.settings.unrelated_edge_below
-        if (sem is None or sem.edge_sim is None or below <= 0 or seg.role is not Role.USER
-                or not self._on(Layer.CONTEXT) or sem.edge_sim >= below):
-            return None
-        return ContextSignal("injection.context.indirect.unrelated_edge_task", UNRELATED_EDGE_WEIGHT,
-                             seg.message_index,
-                             "indirect_injection")
-
-
-UNRELATED_EDGE_WEIGHT = 0.5
 
 
 def _pattern_rule(pr: PatternResult) -> str:

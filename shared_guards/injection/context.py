@@ -331,11 +331,13 @@ _POINTS_AT_DOC = re2.compile(
     r"email|e-mail|mail|message|letter|document|text|file|code|snippet|spreadsheet|sheet|csv|json)\b")
 
 
-def _line_kinds(text: str) -> tuple[list[str], list[str]]:
-    """The lines of ``text`` (at most ``_MAX_DOC_LINES``) and their kinds: "t" table row, "h" mail
-    header, "b" blank, "x" other."""
+def embedded_task_line(text: str, *, edges: bool = False) -> bool:
+    """A task or reply directive on a line of its own *inside* a table or an e-mail with headers.
+
+    With ``edges`` (a tool result or document: no user wrote any of it) the first and last lines
+    count too. Linear: one pass over at most ``_MAX_DOC_LINES`` lines, a bounded RE2 match per line."""
     lines = text.split("\n", _MAX_DOC_LINES)[:_MAX_DOC_LINES]
-    kinds: list[str] = []
+    kinds: list[str] = []  # "t" table row, "h" header, "b" blank, "x" other
     for line in lines:
         st = line.strip()
         if not st:
@@ -346,39 +348,6 @@ def _line_kinds(text: str) -> tuple[list[str], list[str]]:
             kinds.append("t")
         else:
             kinds.append("x")
-    return lines, kinds
-
-
-def edge_task(text: str) -> tuple[str, str] | None:
-    """The first or last content line of a pasted table or mail with headers when it is an LLM
-    task, a question or a reply directive that does not point at the document ("Summarize the
-    following table." does), with the rest of the text: ``(line, document)``; else None.
-
-    In a user turn that line is usually the user's own request about what they pasted, so the rules
-    never judge it (see :func:`embedded_task_line`); the semantic layer checks whether it has
-    anything to do with the document (``context.indirect.unrelated_edge_task``): "How do solar
-    panels work?" under a card-payment notice does not."""
-    lines, kinds = _line_kinds(text)
-    if not (kinds.count("t") >= 2 or "h" in kinds):
-        return None
-    content = [i for i, k in enumerate(kinds) if k in "tx"]
-    if len(content) < 3:
-        return None
-    for i in (content[-1], content[0]):
-        st = lines[i].strip()
-        if kinds[i] != "x" or len(st) > 240 or _POINTS_AT_DOC.search(st.lower()) is not None:
-            continue
-        if _TASK_LINE.match(st) or _QUESTION_LINE.match(st) or _reply_shaping(st.lower()):
-            return st, "\n".join(lines[:i] + lines[i + 1:]).strip()
-    return None
-
-
-def embedded_task_line(text: str, *, edges: bool = False) -> bool:
-    """A task or reply directive on a line of its own *inside* a table or an e-mail with headers.
-
-    With ``edges`` (a tool result or document: no user wrote any of it) the first and last lines
-    count too. Linear: one pass over at most ``_MAX_DOC_LINES`` lines, a bounded RE2 match per line."""
-    lines, kinds = _line_kinds(text)
     tables = kinds.count("t") >= 2
     headers = "h" in kinds
     if not (tables or headers):

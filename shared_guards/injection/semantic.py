@@ -33,7 +33,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -571,9 +571,6 @@ class SemanticScore:
     score: float  # calibrated: >= 0.5 means "injection" at the model's operating point
     chunk: int = -1  # index of the highest-scoring window
     chunks: int = 0
-    # cosine between a task line on the edge of a pasted table/mail and the document around it
-    # (context.edge_task); None when the text has no such line or the model gives no embeddings
-    edge_sim: float | None = None
 
 
 @dataclass(frozen=True)
@@ -688,32 +685,4 @@ class SemanticDetector:
                 best[o] = (p, k)
         for o, (p, k) in best.items():
             result[idx[o]] = SemanticScore(calibrate(p, threshold), k, counts[o])
-        if self.head is not None:  # an encoder: its embeddings compare an edge task with its document
-            from shared_guards.injection.context import edge_task
-
-            edges = {i: e for i in idx if (e := edge_task(texts[i][: self.settings.max_chars])) is not None}
-            if edges:
-                sims = self.relatedness(list(edges.values()))
-                for i, sim in zip(edges, sims, strict=True):
-                    result[i] = replace(result[i], edge_sim=sim)
         return result
-
-    def relatedness(self, pairs: Sequence[tuple[str, str]], *, max_doc_chunks: int = 4) -> list[float]:
-        """Cosine between each ``(line, document)`` pair's embeddings: the line's against the best
-        of the document's first ``max_doc_chunks`` windows (an encoder model only)."""
-        s = self.settings
-        texts = [t for pair in pairs for t in pair]
-        vecs, owner = self.model.run(texts, chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap,
-                                     max_chunks=max_doc_chunks, batch_size=s.batch_size)
-        first: dict[int, int] = {}
-        for w, o in enumerate(owner):
-            first.setdefault(o, w)
-        out: list[float] = []
-        for k in range(len(pairs)):
-            line, doc = 2 * k, 2 * k + 1
-            if line not in first or doc not in first:
-                out.append(1.0)  # nothing to compare: treat as related
-                continue
-            windows = [w for w, o in enumerate(owner) if o == doc]
-            out.append(float(max(float(vecs[first[line]] @ vecs[w]) for w in windows)))
-        return out
