@@ -11,7 +11,12 @@ published defense is a perplexity filter over sliding windows; here each whitesp
 - clusters of bracket/quote/markup characters inside a token, or at an edge where they do not just
   wrap a word (``(word)``, ``"word"``, ``**word**`` are fine): by how many distinct characters;
 - brackets of different kinds crossing each other or closing what was never opened (``({[ ... ].[``);
-- a token mixing Latin and other letters.
+- a token mixing Latin and other letters;
+- softer marks (the soup that is mostly words): an opening bracket the line never closes (calls and
+  indexes of code cut short, ``f(x``, ``d['k'``, excepted), the words the attack optimizes for
+  glued into junk (``Hereis``, ``=Here``, ``/INST``) or capitalized mid-sentence (``becomes Here``),
+  quotes and sentence punctuation glued between words (``Lu....",strong``), stray punctuation
+  tokens that are no operator or emoticon, known words glued with a case change (``readilyAuthor``).
 
 Code is not prose and legitimately has dense punctuation, so lines that read as code (indented,
 statement-shaped, in a fenced block) and whose brackets balance count for little. Text in other
@@ -39,6 +44,9 @@ MAX_TAIL = 200  # characters at the end of the text always looked at
 MAX_SCAN = 32_768  # of a longer input only the first and last this many characters are searched
 THRESHOLD = 4.5  # window junk at which the finding counts alone
 MIN_REPORT = 4.0  # below this nothing is reported
+CAMEL = 0.2  # known words glued with a case change ("readilyAuthor") outside identifiers
+TARGET_WORD = 0.5  # "Here"/"Sure" (the words the attack optimizes for) capitalized mid-sentence
+UNCLOSED = 0.5  # an opening bracket the line never closes ("Conseil=(", "[{"), calls excepted
 
 _SYM = frozenset("[]{}()<>\\$|^~`=@#%*+&\"'")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
@@ -46,6 +54,8 @@ _CLOSE = {")": "(", "]": "[", "}": "{"}
 _WRAP_LEFT = frozenset("([{<\"'`*_")
 _WRAP_RIGHT = frozenset(")]}>\"'`*_.,;:!?")
 _BRACKETS = frozenset("()[]{}<>")
+_BRACKET_CHARS = frozenset("()[]{}")
+_HAS_BRACKET = re2.compile(r"[()\[\]{}]")
 _MATH = frozenset("$\\^_{}")
 # characters of a file path or URL path: a token of only these (with a separator) is a path
 _PATH_CHARS = dict.fromkeys(map(ord, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/\\:._- "))
@@ -141,9 +151,12 @@ def _alpha_runs(core: str) -> list[str]:
             low = c.islower()
             if start < 0:
                 start = k
-            elif (prev_lower and not low) or (low and uppers >= 2):
+            elif prev_lower and not low:
                 runs.append(core[start:k])
                 start = k
+            elif low and uppers >= 2:  # "XMLHttp" -> XML|Http, "OHhu" -> O|Hhu
+                runs.append(core[start:k - 1])
+                start = k - 1
             prev_lower = low
             uppers = 0 if low else uppers + 1
         elif start >= 0:
@@ -161,6 +174,38 @@ def _cluster_weight(cluster: str) -> float:
 
 def token_junk(tok: str, words: frozenset[str]) -> float:
     """How little ``tok`` looks like something a person writes (0 = a word, up to 2)."""
+    j = _shape_junk(tok, words)
+    if j < 2.0 and tok.isascii():
+        j = min(2.0, j + _soft_junk(tok))
+    return j
+
+
+_TARGET = re2.compile(r"(?:Here|Sure)(?:is|Is|[A-Z]|[=({\[<$~\\])|[a-z=~({\[$\\>](?:Here|Sure)\b|/INST|INST\]")
+_GLUE = re2.compile(r"[A-Za-z](?:\.{3,}|[.,;:!?]*[\"'][.,;:!?]+|[.,;:!?]+[\"'])[A-Za-z(]|[A-Za-z]\.{2,}[A-Z]{2}")
+_OK_PUNCT = frozenset(["-", "--", "\u2013", "\u2014", "&", "&&", "|", "||", "/", "+", "=", "==", "!=", "*", "**", "...",
+                       "?", "!", "!!", "?!", "!?", "->", "=>", "<-", "<=", ">=", "<", ">", "#", "~", ":", ",", ";", ".",
+                       ":)", ":(", ":-)", ";)", ":-(", "^^", "^_^", "<3", ":/", "(", ")", "{", "}", "[", "]", "};", "});",
+                       ");", "})", "%", "$", "@", "\"", "'", "`", "```", "``", "''", "...)", "(...)", "[...]", "\u2026",
+                       "//", "#", "##", "###", "####", "*/", "/*", "<!--", "-->", "{%", "%}", "{{", "}}", "::", "->"])
+
+
+def _soft_junk(tok: str) -> float:
+    """Weak marks of optimized soup in a token: the target words of the attack glued to others
+    ("Hereis", "=Here"), sentence punctuation and quotes glued between words, stray punctuation."""
+    x = 0.0
+    if ("Here" in tok or "Sure" in tok or "INST" in tok) and _TARGET.search(tok) is not None:
+        x += 1.0
+    if tok.isalnum():
+        return x
+    if _GLUE.search(tok) is not None:
+        x += 0.3
+    p = tok.rstrip(",;")
+    if p and p not in _OK_PUNCT and not any(c.isalnum() for c in p):
+        x += 0.3
+    return x
+
+
+def _shape_junk(tok: str, words: frozenset[str]) -> float:
     if tok.isalpha() and tok.isascii() and (len(tok) < 3 or tok.lower() in words):
         return 0.0
     if not tok.isascii():
@@ -208,6 +253,8 @@ def token_junk(tok: str, words: frozenset[str]) -> float:
     oov = sum(1 for run in runs if len(run) >= 3 and not known_word(run, words))
     if len(runs) >= 2 and core.isalpha() and oov:  # words glued with a case change: "blogWrapperEnglette"
         junk += 0.3
+    elif len(runs) >= 2 and core.isalpha() and not ident:  # known words glued: "readilyAuthor"
+        junk += CAMEL
     if oov and not (ident and junk == 0.0):
         junk += 0.5 * oov
     if junk and _balanced(core) and not oov:  # f(x)=(x+1), median([2,1])=3, a[i].b
@@ -267,6 +314,30 @@ def score_line(line: str, words: frozenset[str] | None = None) -> tuple[float, i
         if x is None:
             x = cache[t] = token_junk(t, ws)
         junk.append(x)
+    # brackets the line opens and never closes: the soup leaves them open ("formatted^{(", "[{");
+    # code cut short opens calls and indexes ("f(x", "d['k'", "a=[b"), which do not count
+    n = len(toks)
+    if "(" in line or "[" in line or "{" in line:
+        stack: list[tuple[str, int, bool]] = []  # bracket, token, counts
+        for k, t in enumerate(toks):
+            if t.isalnum():
+                continue
+            for q, ch in enumerate(t):
+                if ch in _OPEN:
+                    call = 0 < q < len(t) - 1 and (t[q - 1].isalnum() or t[q - 1] in "_.=") and (
+                        t[q + 1].isalnum() or t[q + 1] in "_'\"")
+                    stack.append((ch, k, not call))
+                elif ch in _CLOSE and any(e[0] == _CLOSE[ch] for e in stack):
+                    while stack and stack.pop()[0] != _CLOSE[ch]:
+                        pass
+        for _, k, counts in stack:
+            if counts:
+                junk[k] += UNCLOSED
+    # "Here"/"Sure" capitalized after a word, not at a sentence start: what GCG optimizes towards
+    for k in range(1, n) if "Here" in line or "Sure" in line else ():
+        c = toks[k].strip("\"'`*_([{,.:;!?")
+        if (c == "Here" or c == "Sure") and toks[k - 1][-1] not in ".!?:;\"'*":
+            junk[k] += TARGET_WORD
     dollars = line.count("$")
     if dollars >= 2 and dollars % 2 == 0:  # TeX math: $\\mathcal{D}=\\bigl\\{x^{(i)}$
         junk = [x * 0.3 if any(c in _MATH for c in t) else x for t, x in zip(toks, junk, strict=True)]
@@ -276,10 +347,12 @@ def score_line(line: str, words: frozenset[str] | None = None) -> tuple[float, i
         c = t.strip(".,;:!?\"'()")
         plain.append(plain[-1] + (1 if len(c) >= 3 and c.isalpha() and c.isascii() and known_word(c, ws) else 0))
     code = _CODE_LINE.search(line) is not None
+    # the brackets of each token (all bracket_errors looks at), or none when the line has none
+    brs = [("" if t.isalnum() else "".join(c for c in t if c in _BRACKET_CHARS)) for t in toks] \
+        if _HAS_BRACKET.search(line) else []
     # a window needs this much junk (+ up to 3 bracket errors) to be reported at all
     floor = MIN_REPORT / (0.6 if code else 1.0) - 3
     best = (0.0, 0, 0)
-    n = len(toks)
     w = min(WINDOW, n)
     s = sum(junk[:w])
     for i in range(0, n - w + 1):
@@ -291,7 +364,7 @@ def score_line(line: str, words: frozenset[str] | None = None) -> tuple[float, i
         strong = sum(1 for x in junk[i:i + w] if x >= 0.7 or (x > 0 and x != 0.5))
         if strong < 2 or plain[i + w] - plain[i] < 2:
             continue
-        err = bracket_errors(toks[i:i + w])
+        err = bracket_errors(brs[i:i + w]) if brs else 0
         sc = s + min(err, 3)
         if code:  # a code statement: dense punctuation is its nature
             sc *= 0.35 if err == 0 else 0.6
