@@ -302,29 +302,7 @@ _NOT_IMPERATIVE = frozenset({
     "here", "in", "so", "and", "but", "also", "all", "any", "some", "no", "not", "just", "re", "fw", "fwd",
 })
 _MAX_DOC_LINES = 5000
-# A first user turn that praises a finished task and moves on to "another task" (no answer came
-# before it, so the praise is staged: the goal-hijack opener "Very good. That is done. Now write ...").
-_PRAISE = (r"(?:very good|very well done|well done|great job|good job|nice job|nice work|great work|excellent"
-           r"|perfect|simply great|great|super|awesome|fantastic|brilliant|outstanding|congratulations"
-           r"|that s done|that is done|that's done|that was (?:already )?(?:ok|okay|good|great|fine)|sehr gut"
-           r"|sehr gut gemacht|gut gemacht|einfach grossartig|grossartig|prima|toll|perfekt|ausgezeichnet|hervorragend"
-           r"|herzlichen gluckwunsch|das ist erledigt|das war (?:schon mal )?(?:ok|okay|gut|super|toll)|bravo"
-           r"|muy bien|tres bien)")
-# what the praise may be about: the reader's own work ("excellent performance", "congratulations on
-# your result"), never a third party ("well done to the team")
-_PRAISED = (r"(?: (?:performance|work|job|answer|result|response|leistung|arbeit)"
-            r"| (?:on|for|with|zu|fur|mit) (?:your|this|that|ihrer|deiner|ihre|deine|dieser)(?: \S+){1,2})?")
-_PIVOT = (r"(?:(?:another|a new|the next|next|new|further|a further|the following|one more|a second|the second)"
-          r" (?:task|challenge|assignment|exercise|test|mission)"
-          r"|(?:weitere[nr]?|neue[nr]?|nachste[nr]?|folgende[nr]?|zweite[nr]?) (?:aufgabe|herausforderung|test|ubung|mission)"
-          r"|(?:now|nun|jetzt) (?:write|compose|draft|verfasse|schreibe|schreib|formuliere|generate|erstelle|create)"
-          r"|(?:verfasse|schreibe|schreib|formuliere|erstelle) (?:nun|jetzt))")
-# on the raw view (punctuation kept): the praise is a sentence of its own at the very start
-_FAKE_COMPLETION = re2.compile(
-    rf"^(?:(?:hallo|hello|hi|hey|ok|okay|so)(?: [a-z]+)?[,.!]? )?{_PRAISE}{_PRAISED} ?[.!]"
-    rf"[^\n]{{0,200}}?\b{_PIVOT}\b")
 _STRUCTURE_WEIGHT = 0.5  # reply shaping and embedded tasks, in data segments only
-_FAKE_COMPLETION_WEIGHT = 0.45  # staged praise, then "another task", in a first user turn
 # Words by which a line points at the document around it ("the following table", "this e-mail").
 _POINTS_AT_DOC = re2.compile(
     r"\b(?:this|these|those|following|below|above|attached|here|table|tables|rows?|columns?|data|dataset|list|"
@@ -479,7 +457,6 @@ def analyze_segments(
     has_system = any(s.role in PRIVILEGED_ROLES for s in segments)
     findings: list[ContextFinding] = []
     best = 0.0
-    answered = False  # an assistant turn came before (then praise of "that task" can be real)
     for k, seg in enumerate(segments):
         if not seg.text:
             continue
@@ -510,12 +487,6 @@ def analyze_segments(
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)
-        if scope == _U and seg.role is Role.USER and not answered and _FAKE_COMPLETION.search(norm.views[0].raw):
-            findings.append(ContextFinding("context.override.fake_completion", "instruction_override",
-                                           _FAKE_COMPLETION_WEIGHT, seg.message_index, seg.role.value))
-            seg_scores.append(_FAKE_COMPLETION_WEIGHT)
-        if seg.role is Role.ASSISTANT:
-            answered = True
         if scope == _D:  # the checks a regex table cannot express (sentence starts, line structure)
             for rule_id, hit in (("context.indirect.reply_shaping", _reply_shaping(norm.views[0].raw)),
                                  ("context.indirect.embedded_task",
