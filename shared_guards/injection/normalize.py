@@ -42,7 +42,8 @@ from shared_guards.injection.suffix import english_words, known_word
 MAX_INPUT = 16_000_000  # characters per segment (above any gateway body limit); longer input is cut
 MAX_OFFSET_MAP = 256_000  # longer segments report matches without character offsets
 MAX_WHOLE_VIEW = 256_000  # characters of a segment re-read as a whole (rot13, reversed, URL, Morse)
-MAX_SPLIT_SCAN = 256_000  # characters of a segment searched for hyphen-split words
+MAX_SPLIT_SCAN = 32_768  # of a longer segment the first and last this many characters are searched
+# for hyphen-split words (the split view is then built from those two parts only)
 MAX_SPAN = 4096  # longest encoded span decoded
 MAX_SPANS_SEEN = 100_000  # encoded-looking spans looked at per encoding and segment
 MAX_DECODED_CHARS = 1_000_000  # decoded characters kept per encoding and segment
@@ -533,7 +534,12 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
                 flags.add("spaced_text")
 
     if _H_SPLIT in hints:
-        rejoined, n, odd = _rejoin_split_words(cleaned)
+        if len(cleaned) > 2 * MAX_SPLIT_SCAN:
+            head, tail = cleaned[:MAX_SPLIT_SCAN], cleaned[-MAX_SPLIT_SCAN:]
+            (h, hn, hodd), (t, tn, todd) = _rejoin_split_words(head), _rejoin_split_words(tail)
+            rejoined, n, odd = h + "\n" + t, hn + tn, hodd + todd
+        else:
+            rejoined, n, odd = _rejoin_split_words(cleaned)
         if n:
             views.append(View("split", words(rejoined), raw_view(rejoined), full))
             if odd >= 2:
@@ -621,7 +627,7 @@ def _rejoin_split_words(cleaned: str) -> tuple[str, int, int]:
     vocab = english_words()
     if not vocab:
         return cleaned, 0, 0
-    text = cleaned[:MAX_SPLIT_SCAN]
+    text = cleaned
     hits: list[tuple[int, int, str]] = []
     odd = 0
     n = len(text)

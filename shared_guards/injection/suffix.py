@@ -420,6 +420,8 @@ def find_suffix(text: str) -> SuffixHit | None:
         return None
     best: SuffixHit | None = None
     for a, b in spans:
+        if _in_fence(text, a):  # fenced code is code: not scored at all (it never counted)
+            continue
         line = text[a:b]
         if not line.isascii():
             line = line.translate(_INVISIBLE)
@@ -427,8 +429,6 @@ def find_suffix(text: str) -> SuffixHit | None:
             line = line.replace("\\n", "\n")
         sc = max(score_line(part, words)[0] for part in line.split("\n"))
         if sc >= MIN_REPORT and (best is None or sc > best.score):
-            if _in_fence(text, a):
-                continue
             best = SuffixHit(round(sc, 2), a, b)
     return best
 
