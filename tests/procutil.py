@@ -29,8 +29,11 @@ def read_log(path: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a JSONL file another process may be appending to: a last line
+    without its newline is still being written and is left for the next read."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except OSError:
         return []
-    return [json.loads(line) for line in lines if line.strip()]
+    complete = text[: text.rfind("\n") + 1]  # not splitlines: a record may hold U+2028
+    return [json.loads(line) for line in complete.split("\n") if line.strip()]
