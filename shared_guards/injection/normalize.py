@@ -668,32 +668,20 @@ def _rejoin_split_words(cleaned: str) -> tuple[str, int, int]:
     return "".join(parts), len(hits), odd
 
 
-_split_cache: dict[str, tuple[str, int] | None] = {}
-
-
 def _ascii_letter(c: str) -> bool:
     return c.isascii() and c.isalpha()
 
 
 def _split_verdict(tok: str, vocab: frozenset[str]) -> tuple[str, int] | None:
     """(joined word, 1 if a piece of 2+ letters is no word else 0) for a token worth rejoining, else
-    None. Cached: the same compounds recur across a long text and across requests."""
-    key = tok.lower()
-    if key in _split_cache:
-        return _split_cache[key]
-    pieces = [p for p in re.split(r"[-*]", key) if p]
+    None. Not cached: a process-wide cache would keep words of users' texts."""
+    pieces = [p for p in re.split(r"[-*]", tok.lower()) if p]
     joined = "".join(pieces)
-    verdict: tuple[str, int] | None
     if len(joined) < 4 or not known_word(joined, vocab):
-        verdict = None
-    elif all(len(p) > 3 and known_word(p, vocab) for p in pieces):
-        verdict = None
-    else:
-        verdict = (joined, int(any(len(p) >= 2 and not known_word(p, vocab) for p in pieces)))
-    if len(_split_cache) >= 65_536:  # bounded: reset rather than grow without end
-        _split_cache.clear()
-    _split_cache[key] = verdict
-    return verdict
+        return None
+    if all(len(p) > 3 and known_word(p, vocab) for p in pieces):
+        return None
+    return joined, int(any(len(p) >= 2 and not known_word(p, vocab) for p in pieces))
 
 
 def _mostly_spaced(cleaned: str, joined: str) -> bool:
