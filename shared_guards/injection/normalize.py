@@ -534,12 +534,7 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
                 flags.add("spaced_text")
 
     if _H_SPLIT in hints:
-        if len(cleaned) > 2 * MAX_SPLIT_SCAN:
-            head, tail = cleaned[:MAX_SPLIT_SCAN], cleaned[-MAX_SPLIT_SCAN:]
-            (h, hn, hodd), (t, tn, todd) = _rejoin_split_words(head), _rejoin_split_words(tail)
-            rejoined, n, odd = h + "\n" + t, hn + tn, hodd + todd
-        else:
-            rejoined, n, odd = _rejoin_split_words(cleaned)
+        rejoined, n, odd = _rejoin_split_words(cleaned)
         if n:
             views.append(View("split", words(rejoined), raw_view(rejoined), full))
             if odd >= 2:
@@ -623,11 +618,19 @@ def _rejoin_split_words(cleaned: str) -> tuple[str, int, int]:
     rejoined. Returns the text, how many tokens were rejoined and how many of those had a piece of
     2+ letters that is no word ("pre-vious", not "e-mail" or "co-op"). A lone rejoined compound
     ("mock-ups") is no disguise: the text comes back unchanged with counts 0 unless at least two
-    tokens were rejoined or one had a piece that is no word."""
+    tokens were rejoined or one had a piece that is no word. Texts over 2 x :data:`MAX_SPLIT_SCAN`
+    characters: their head and tail only, joined into one view text."""
+    if len(cleaned) > 2 * MAX_SPLIT_SCAN:
+        (h, hn, hodd), (t, tn, todd) = (_rejoin_part(cleaned[:MAX_SPLIT_SCAN]),
+                                        _rejoin_part(cleaned[-MAX_SPLIT_SCAN:]))
+        return h + "\n" + t, hn + tn, hodd + todd
+    return _rejoin_part(cleaned)
+
+
+def _rejoin_part(text: str) -> tuple[str, int, int]:
     vocab = english_words()
     if not vocab:
-        return cleaned, 0, 0
-    text = cleaned
+        return text, 0, 0
     hits: list[tuple[int, int, str]] = []
     odd = 0
     n = len(text)
@@ -657,7 +660,7 @@ def _rejoin_split_words(cleaned: str) -> tuple[str, int, int]:
             hits.append((a, b, verdict[0]))
             odd += verdict[1]
     if not hits or (len(hits) < 2 and not odd):
-        return cleaned, 0, 0
+        return text, 0, 0
     parts: list[str] = []
     pos = 0
     for start, end, joined in hits:
