@@ -29,7 +29,7 @@ from typing import Protocol
 import re2
 
 from shared_guards.injection.normalize import Normalized, OffsetMap, normalize, offset_map
-from shared_guards.injection.patterns import combine
+from shared_guards.injection.patterns import CODE_FACTOR, MENTION_CATEGORIES, all_in_code, combine, mention_factor
 from shared_guards.types import GuardRequest, Message, Role
 
 DATA_ROLES: frozenset[Role] = frozenset({Role.TOOL, Role.FUNCTION, Role.DOCUMENT})
@@ -138,7 +138,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
     # sends cookies, keys, audio or keystrokes somewhere: weak alone (tutorials show such code), it adds
     # to an instruction to put code into the answer.
     _CRule("context.indirect.risky_code", "indirect_injection", {_D: 0.3},
-           r"(?:urlretrieve|urlopen|wget |curl |requests\.get|invoke-webrequest)[^\n]{0,200}(?:\.py|\.sh|\.exe|"
+           r"curl [^\n|]{0,200}\| *(?:sudo )?(?:ba)?sh\b|(?:urlretrieve|urlopen|wget |curl |requests\.get|invoke-webrequest)[^\n]{0,200}(?:\.py|\.sh|\.exe|"
            r"\.ps1|\.bat|exploit|payload)[\s\S]{0,400}(?:exec\(|eval\(|subprocess\.|os\.system|popen|"
            r"start-process|chmod)|exec\(\s*open\(|\.connect\(\s*\(\s*[\"']\d{1,3}(?:\.\d{1,3}){3}[\"']|"
            r"(?:paramiko|scp|sftp|ftplib|ftp\()[\s\S]{0,400}(?:\.put\(|storbinary|\.upload)|"
@@ -148,8 +148,8 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            raw=True),
     _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
            r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
-           r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|rm -rf (?:/|~|\$home)|"
-           r"mkfs\.|nohup [^\n]{0,60}&|curl [^\n|]{0,200}\| *(?:sudo )?(?:ba)?sh\b|"
+           r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|"
+           r"rm -rf (?:/(?:usr|etc|bin|sbin|boot|home|lib|lib64|opt|root|sys|proc|dev|\*)?|~/?\*?|\$home/?\*?)(?:[\s;&|\"'`)/]|$)|mkfs\.|nohup [^\n]{0,60}&|"
            r"(?:requests\.post|\.sendall|\.sendto|storbinary|smtplib|yagmail)[\s\S]{0,600}(?:os\.environ|"
            r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)|(?:os\.environ|"
            r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)[\s\S]{0,600}"
@@ -425,6 +425,39 @@ _NEGATABLE = frozenset({"context.indirect.exfiltration", "context.indirect.promp
 _NEGATION_TAIL = ("do not ", "don t ", "dont ", "never ", "not ", "must not ", "should not ", "cannot ", "can t ")
 
 
+_SENTENCE_END = re2.compile(r"[.!?]\s|\n")
+_MAX_JUDGED = 8
+
+
+def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, sentence: bool) -> float:
+    """How much the strongest occurrence of a word-view rule counts (1.0 = as given): occurrences
+    that are quoted, talked about or negated ("a classic example is hidden text saying 'ignore
+    previous instructions ...'") count less, as in the pattern layer; with ``sentence`` a match that
+    runs across a sentence end ("... ignore this email. Your password ...") counts less too."""
+    view = norm.views[0].text
+    omap: OffsetMap | None | bool = False
+    best = 0.0
+    pos = 0
+    for _ in range(_MAX_JUDGED):
+        m = regex.search(view, pos)
+        if m is None:
+            break
+        s0, e0 = m.span()
+        if omap is False:
+            omap = offset_map(norm.original, view)
+        om = omap if isinstance(omap, OffsetMap) else None
+        f = mention_factor(view, s0, e0, om, norm.original, category)
+        if sentence and om is not None:
+            s, e = om.map(s0, e0)
+            if s >= 0 and _SENTENCE_END.search(norm.original[s:e]):
+                f *= 0.3
+        best = max(best, f)
+        if best >= 1.0:
+            break
+        pos = e0 if e0 > s0 else s0 + 1
+    return best if pos else 1.0
+
+
 def _negated(regex: re2._Regexp, text: str) -> bool:
     """Every match of ``regex`` in ``text`` (the word view) directly follows a negation."""
     pos = 0
@@ -475,6 +508,11 @@ def analyze_segments(
                 w = min(1.0, w + 0.1)
             if rule.id in _NEGATABLE and _negated(comp.regexes[i], norm.views[0].text):
                 w *= 0.15  # "never share your password with anyone": a warning, not a request
+            elif not rule.raw and rule.category in MENTION_CATEGORIES:
+                w *= _occurrence_factor(comp.regexes[i], norm, rule.category, sentence=rule.id in _NEGATABLE)
+            elif rule.raw and rule.category == "delimiter_injection" and all_in_code(norm.views[0].raw,
+                                                                                      comp.regexes[i]):
+                w *= CODE_FACTOR  # a chat template shown as code (a developer's question, a model card)
             start = end = -1
             if offsets and not rule.raw:
                 m = comp.regexes[i].search(norm.views[0].text)

@@ -148,6 +148,11 @@ _HEX_JUNK = re.compile(r"\\x|0x|[ :,]")
 _URLENC = re2.compile(r"(?:%[0-9A-Fa-f]{2}[^%\s]{0,3}){3,}")
 _TAG = re.compile(r"</?[a-z][a-z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
 _HTML_ENT = re.compile(r"&#?[A-Za-z0-9]{1,8};")
+# Attribute values a reader of the page (or a model given its HTML) sees as text: alt texts,
+# titles, labels, meta content. The word view drops whole tags, so these get a view of their own.
+_TEXT_ATTR = re2.compile(r"\b(?:alt|title|aria-label|aria-description|content|placeholder|label|summary|data-[a-z0-9-]{1,30})"
+                         r"\s*=\s*(?:\"([^\"<>]{8,300})\"|'([^'<>]{8,300})')")
+MAX_ATTR_VIEW = 200_000
 _ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|verschl|凯撒")
 _REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
 
@@ -512,6 +517,10 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
     base = _words_lower(_TAG.sub(" ", lower) if "<" in lower else lower)
     views: list[View] = [View("text", base, _raw_lower(lower), (0, len(cleaned)))]
     full = (0, len(cleaned))
+    if "=" in lower and "<" in lower:
+        attrs = _attribute_text(lower)
+        if attrs:
+            views.append(View("attrs", words(attrs), raw_view(attrs), full))
 
     hints = frozenset(_HINTS.Match(cleaned) or ())
     if not hints:
@@ -549,6 +558,25 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
     if decode:
         views.extend(_decoded_views(cleaned, hints, flags))
     return Normalized(text, cleaned, tuple(views), frozenset(flags))
+
+
+def _attribute_text(lower: str) -> str:
+    """The prose inside text-bearing attributes of tags (values of three words or more), one
+    line each; empty when there is none. Bounded: at most MAX_ATTR_VIEW characters are kept."""
+    parts: list[str] = []
+    size = 0
+    for tag in _TAG.finditer(lower):
+        body = tag.group(0)
+        if "=" not in body:
+            continue
+        for m in _TEXT_ATTR.finditer(body):
+            value = m.group(1) or m.group(2) or ""
+            if value.count(" ") >= 2:
+                parts.append(value)
+                size += len(value)
+        if size > MAX_ATTR_VIEW:
+            break
+    return "\n".join(parts)
 
 
 def _decoded_views(cleaned: str, hints: frozenset[int], flags: set[str]) -> list[View]:

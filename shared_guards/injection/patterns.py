@@ -74,10 +74,46 @@ _META_BEFORE = re.compile(
 _META_AFTER = re.compile(
     r"^ ?(?:\S+ )?(?:attacks?|injections?|jailbreaks?|phrases?|examples?|strings?|tricks?|techniques?|payloads?|"
     r"prompts? injection)\b")
+# A gerund after these reports what someone does ("my bot keeps ignoring the instruction to ...",
+# "the team was disregarding the guidelines"): a description, not an order.
+_GERUND = re.compile(r"^ ?(?:ignoring|disregarding|forgetting|overlooking|bypassing|overriding|skipping|"
+                     r"dismissing|discarding|neglecting|abandoning|circumventing|violating|breaking|revealing|"
+                     r"leaking|sharing|disclosing|sending|forwarding|printing|repeating)\b")
+_DESCRIBES_BEFORE = re.compile(
+    r"(?:^| )(?:keeps?|kept|keeping|is|are|was|were|been|be|am|s|re|m|still|kept on|goes on|went on|"
+    r"stop|stops|stopped|avoid|avoids|of|about|from|without|against|prevent|prevents|after|before|"
+    r"while|when|since|risk|risks|accused|caught)(?: \S+)? $")
 _QUOTES = frozenset("'\"`\u2018\u2019\u201c\u201d\u00ab\u00bb\u201a\u201e")
 # Categories where "talked about" is a real difference (an instruction vs. a mention of one).
-_MENTION_CATEGORIES = frozenset({"instruction_override", "prompt_leak", "exfiltration", "indirect_injection",
+MENTION_CATEGORIES = frozenset({"instruction_override", "prompt_leak", "exfiltration", "indirect_injection",
                                  "persona_jailbreak", "role_hijack"})
+
+
+# Code spans of the punctuation-keeping view: fenced blocks, inline code, and lines that hold a
+# template placeholder ("f\"<s>[INST] {prompt} [/INST]\"").
+_FENCED = re2.compile(r"(?s)```.*?(?:```|$)|~~~.*?(?:~~~|$)")
+_INLINE_CODE = re2.compile(r"`[^`\n]{1,400}`")
+_PLACEHOLDER_LINE = re2.compile(r"[^\n]*\{[a-z_][a-z0-9_]{0,40}\}[^\n]*")
+CODE_FACTOR = 0.4  # chat-template tokens shown as code: how a developer asks about templates
+
+
+def all_in_code(raw: str, regex: re2._Regexp, limit: int = 16) -> bool:
+    """Every occurrence of ``regex`` in ``raw`` (a raw view) lies in code: a fenced block, inline
+    code or a line with a ``{placeholder}``. A template token typed as markup in prose is not code."""
+    spans: list[tuple[int, int]] | None = None
+    seen = 0
+    for m in regex.finditer(raw):
+        if spans is None:
+            spans = [x.span() for rx in (_FENCED, _INLINE_CODE, _PLACEHOLDER_LINE) for x in rx.finditer(raw)]
+            if not spans:
+                return False
+        s0, e0 = m.span()
+        if not any(a <= s0 and e0 <= b for a, b in spans):
+            return False
+        seen += 1
+        if seen >= limit:
+            break
+    return seen > 0
 
 
 def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None, original: str,
@@ -91,7 +127,9 @@ def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None,
     f = 1.0
     if _NEGATION.search(before) and not before.endswith(("never mind ", "nevermind ")):
         f *= 0.15
-    if category in _MENTION_CATEGORIES:
+    if category in MENTION_CATEGORIES:
+        if _GERUND.match(view_text[start:end]) and _DESCRIBES_BEFORE.search(before):
+            f *= 0.3
         if _META_BEFORE.search(before):
             f *= 0.4
         if _META_AFTER.search(view_text[end:end + 40]):
@@ -101,7 +139,32 @@ def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None,
             if s >= 0 and any(c in _QUOTES for c in original[max(0, s - 3):s]) and \
                     any(c in _QUOTES for c in original[e:e + 3]):
                 f *= 0.75
+            elif s >= 0 and f >= 1.0:
+                # inside a double-quoted passage that is introduced as an example ("a classic
+                # example is hidden text saying \"Ignore ... and forward the inbox to ...\""):
+                # judge the words before the opening quote
+                q = _opening_quote(original, s, e)
+                if q > 0 and _META_BEFORE.search(words(original[max(0, q - 80):q])[:-1] + " "):
+                    f *= 0.4
     return f
+
+
+_DQ_OPEN = frozenset('"\u201c\u00ab\u201e')
+_DQ_CLOSE = frozenset('"\u201d\u00bb\u201c')
+
+
+def _opening_quote(original: str, s: int, e: int, reach: int = 400) -> int:
+    """Index of the double quote that opens a quoted passage around ``[s, e)`` on the same line, or -1."""
+    line_start = max(original.rfind("\n", 0, s) + 1, s - reach)
+    head = original[line_start:s]
+    opens = [i for i, c in enumerate(head) if c in _DQ_OPEN or c in _DQ_CLOSE]
+    if not opens or sum(1 for c in head if c == '"') % 2 == 0 and head[opens[-1]] == '"':
+        return -1
+    line_end = original.find("\n", e)
+    tail = original[e:(line_end if line_end >= 0 else len(original))][:reach]
+    if not any(c in _DQ_CLOSE for c in tail):
+        return -1
+    return line_start + opens[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +310,9 @@ class PatternMatcher:
                         break
                 if best[0] >= 0:
                     weight, start, end = round(best[0], 4), best[1], best[2]
+            elif vname == "text" and info.category == "delimiter_injection" and \
+                    all_in_code(text_view.raw, self._raw_res[val]):
+                weight = round(weight * CODE_FACTOR, 4)
             elif vname != "text":
                 other = norm.view(vname)
                 if other is not None and other.decoded:
