@@ -199,6 +199,12 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"(?:^|\n)\s*[-=*#]{3,}\s*(?:end of (?:document|context|input|email|data|prompt|text)|"
            r"begin (?:system|new|admin))",
            raw=True),
+    # "=== END OF SPREADSHEET DATA === New task ..." inside a cell or line of data (a user pasting a
+    # report writes such rules too: data segments only)
+    _CRule("context.fake_turn.end_marker_inline", "delimiter_injection", {_D: 0.45},
+           r"[-=*#]{3,} *end of (?:the )?(?:[a-z]+ ){0,2}(?:document|context|input|email|data|prompt|text|file|"
+           r"content|results?|spreadsheet|table|report|page) *[-=*#]{3,}",
+           raw=True),
 )
 
 

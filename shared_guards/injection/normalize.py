@@ -30,6 +30,7 @@ import base64
 import binascii
 import codecs
 import re
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,6 +132,12 @@ _LEET_HINT = re2.compile(r"(?i)[a-z][0-9@$!|+€]+[a-z]|\b[0-9@$|][a-z]{2,}|[a-z
 # Span finders run on RE2 (linear time, no backtracking); spans are cut to MAX_SPAN.
 _SPACED = re2.compile(r"(?:\b\pL[ .\-_*/|]){2,}\pL\b")
 _SPACED_SEP = re.compile(r"[ .\-_*/|]")
+_SPACED_MARK = re.compile(r"[.\-_*/|]")
+# Words glued by emoji or pictographic symbols ("Ignore🔥all🔥prior🔥rules"): the word view keeps
+# non-ASCII symbols as letters, so such text gets a view with the symbols turned into spaces.
+_SYMBOLS = r"[\p{So}\p{Sk}\x{2190}-\x{21FF}\x{FE0F}]"
+_SYMBOL_SEP_HINT = re2.compile(r"(?:\pL+" + _SYMBOLS + r"+){3,}\pL")
+_SYMBOL_RUN = re2.compile(_SYMBOLS + "+")
 _B64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 # The same single character-class run with Python's engine for iterating spans: no nesting, so
 # linear, and much less per-match overhead than the RE2 wrapper when a text has many long words.
@@ -157,7 +164,7 @@ _ROT13_HINT = re2.compile(r"(?i)rot[\W_]?13|caesar|cesar|cipher|chiffr|cifrad|ve
 _REVERSE_HINT = re2.compile(r"(?i)revers|backward|ruckwarts|umgekehrt|l.envers|al reves|倒")
 
 # One RE2 set answers "which of the optional views could apply?" in a single pass.
-_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE, _H_MORSE, _H_SPLIT = range(9)
+_H_LEET, _H_SPACED, _H_B64, _H_HEX, _H_URL, _H_ROT13, _H_REVERSE, _H_MORSE, _H_SPLIT, _H_SYMSEP = range(10)
 _MORSE_HINT = re2.compile(r"(?:[.-]{1,6} ){8,}")
 # a word cut by hyphens or asterisks where one piece is short: "ig-nore", "in-structions", "sys*tem"
 _SPLIT_HINT = re2.compile(r"(?i)\b[a-z]{1,3}[-*][a-z]|[a-z][-*][a-z]{1,3}\b")
@@ -169,7 +176,7 @@ def _hint_set() -> re2.Set:
     opts.log_errors = False
     hs = re2.Set.SearchSet(opts)
     for r in (_LEET_HINT, _SPACED, _B64_HINT, _HEX, _URLENC, _ROT13_HINT, _REVERSE_HINT, _MORSE_HINT,
-              _SPLIT_HINT):
+              _SPLIT_HINT, _SYMBOL_SEP_HINT):
         hs.Add(r.pattern)
     hs.Compile()
     return hs
@@ -522,6 +529,11 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
         if attrs:
             views.append(View("attrs", words(attrs), raw_view(attrs), full))
 
+    if len(cleaned) <= MAX_TYPO_SCAN:
+        fixed, n = _untangle_typos(lower)
+        if n >= 2:
+            views.append(View("typo", words(fixed), raw_view(fixed), full))
+
     hints = frozenset(_HINTS.Match(cleaned) or ())
     if not hints:
         return Normalized(text, cleaned, tuple(views), frozenset(flags))
@@ -548,6 +560,10 @@ def normalize(text: str, *, decode: bool = True) -> Normalized:
             views.append(View("split", words(rejoined), raw_view(rejoined), full))
             if odd >= 2:
                 flags.add("word_splitting")
+
+    if _H_SYMSEP in hints:
+        unglued = _SYMBOL_RUN.sub(" ", cleaned[:MAX_WHOLE_VIEW])
+        views.append(View("symbols", words(unglued), raw_view(unglued), full))
 
     if _H_MORSE in hints:
         decoded = _morse(cleaned)
@@ -699,6 +715,58 @@ def _rejoin_part(text: str) -> tuple[str, int, int]:
     return "".join(parts), len(hits), odd
 
 
+MAX_TYPO_SCAN = 4096  # typed prompts; long documents do not come scrambled
+_LONG_WORD = re.compile(r"[a-z]{5,}")
+_anagrams: dict[tuple[str, str, str], str] | None = None
+_anagrams_lock = threading.Lock()
+
+
+def _anagram_index() -> dict[tuple[str, str, str], str]:
+    """Vocabulary words of 5+ letters by (first letter, last letter, sorted middle letters); keys
+    shared by two words are dropped. Empty without the packaged vocabulary."""
+    global _anagrams
+    if _anagrams is None:
+        with _anagrams_lock:
+            if _anagrams is None:
+                idx: dict[tuple[str, str, str], str] = {}
+                clash: set[tuple[str, str, str]] = set()
+                for w in english_words():
+                    if len(w) >= 5:
+                        k = (w[0], w[-1], "".join(sorted(w[1:-1])))
+                        if k in idx:
+                            clash.add(k)
+                        idx[k] = w
+                for k in clash:
+                    del idx[k]
+                _anagrams = idx
+    return _anagrams
+
+
+def _untangle_typos(lower: str) -> tuple[str, int]:
+    """Scrambled middles ("ignroe all prevoius insturctions"): an unknown word of 5+ letters whose
+    first and last letters and middle letters match exactly one vocabulary word becomes that word.
+    Returns the text and how many words changed (0 when nothing changed or no vocabulary)."""
+    vocab = english_words()
+    if not vocab:
+        return lower, 0
+    idx = _anagram_index()
+    changed = 0
+
+    def fix(m: re.Match[str]) -> str:
+        nonlocal changed
+        w = m.group()
+        if known_word(w, vocab):
+            return w
+        hit = idx.get((w[0], w[-1], "".join(sorted(w[1:-1]))))
+        if hit is None:
+            return w
+        changed += 1
+        return hit
+
+    out = _LONG_WORD.sub(fix, lower)
+    return out, changed
+
+
 def _ascii_letter(c: str) -> bool:
     return c.isascii() and c.isalpha()
 
@@ -736,7 +804,12 @@ def _despace(cleaned: str) -> str | None:
     pos = 0
     for m in _SPACED.finditer(cleaned):
         parts.append(cleaned[pos:m.start()])
-        parts.append(_SPACED_SEP.sub("", m.group()))
+        run = m.group()
+        if " " in run and _SPACED_MARK.search(run):
+            # "D.i.s.r.e.g.a.r.d t.h.e a.b.o.v.e": dots join letters, spaces separate words
+            parts.append(" ".join(_SPACED_SEP.sub("", piece) for piece in run.split()))
+        else:
+            parts.append(_SPACED_SEP.sub("", run))
         pos = m.end()
     if not parts:
         return None
