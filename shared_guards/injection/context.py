@@ -262,6 +262,30 @@ def _is_header_line(line: str) -> bool:
     return _DOC_HEADER.match(line) is not None or line.startswith(("SUBJECT:", "EMAIL_FROM:", "RECEIVED DATE:"))
 
 
+# "Hi David,Your card was charged ...": a letter without headers starts with a greeting to a person
+# (not to the assistant, and not to everyone).
+_SALUTATION = re2.compile(r"^(?i:hi|hello|dear|hey|good morning|good afternoon|good evening)\s+([A-Za-z][A-Za-z.'-]{1,30}"
+                          r"(?: [A-Z][A-Za-z.'-]{1,30})?)\s*,")
+_NOT_A_RECIPIENT = frozenset({
+    "there", "all", "everyone", "everybody", "team", "guys", "folks", "friends", "claude", "chatgpt", "gpt",
+    "assistant", "ai", "bot", "copilot", "gemini", "bard", "llama", "mistral", "sir", "madam", "you",
+})
+
+
+def _is_salutation(line: str) -> bool:
+    m = _SALUTATION.match(line)
+    return m is not None and m.group(1).split()[0].lower() not in _NOT_A_RECIPIENT
+
+
+def _is_letter(text: str) -> bool:
+    """A pasted letter without headers: a greeting to a person on its first or second non-empty
+    line (a request may come first), then at least 150 characters."""
+    if len(text) < 150:
+        return False
+    first = [ln.strip() for ln in text[:2000].split("\n") if ln.strip()][:2]
+    return any(_is_salutation(ln) for ln in first)
+
+
 def looks_like_document(text: str) -> bool:
     """A user turn that carries a pasted document: a table, an e-mail with headers, code or a traceback.
 
@@ -277,7 +301,7 @@ def looks_like_document(text: str) -> bool:
             table += 1
             if table >= 2:
                 return True
-    return _DOC_HEADER.search(text) is not None
+    return _DOC_HEADER.search(text) is not None or _is_letter(text)
 
 
 # -- instructions that sit inside a document's structure ---------------------------------------
@@ -334,10 +358,12 @@ def embedded_task_line(text: str, *, edges: bool = False) -> bool:
             kinds.append("x")
     tables = kinds.count("t") >= 2
     headers = "h" in kinds
-    if not (tables or headers):
-        return False
     content = [i for i, k in enumerate(kinds) if k in "tx"]
     after_header = max((i for i, k in enumerate(kinds) if k == "h"), default=-1)
+    if not headers and content and _is_salutation(lines[content[0]].strip()):
+        headers, after_header = True, content[0] - 1  # a letter: its greeting opens it like headers
+    if not (tables or headers):
+        return False
     last = len(content) - 1
     for pos, i in enumerate(content):
         if kinds[i] != "x" or (not edges and (pos == 0 or pos == last)):
@@ -356,6 +382,82 @@ def embedded_task_line(text: str, *, edges: bool = False) -> bool:
         if (_TASK_LINE.match(st) or _reply_shaping(st.lower())
                 or (in_table and _QUESTION_LINE.match(st))):
             return True
+    return False
+
+
+# A user's own request next to what they pasted is about it ("Is this a scam?", "Make it shorter.",
+# "Which region grew fastest?"); a general-knowledge task or a reply directive that shares no word
+# with the document and points at nothing in it ("Explain the theory of relativity.", "Group
+# letters in your response in sets of three.") was more likely planted with it.
+_EDGE_TASK = re2.compile(
+    r"^(?:Explain|Describe|Write|Compose|Develop|Define|Outline|Teach me|Provide|Generate|Discuss|"
+    r"Elaborate on|Illustrate|Brainstorm|Create|Tell me about|List|Name|Translate|Who|Give me an? (?:example|overview|explanation|poem|story)|"
+    r"What (?:is|are|was|were) the|What is an?|How (?:do|does|did|can|to)|Who (?:was|is|were|invented|discovered|wrote)|"
+    r"Why (?:do|does|did|is|are)|Can you (?:explain|describe|write|tell me|show me|provide|give me)|"
+    r"Modify|Include|Add|Integrate|Incorporate|Insert|Introduce|Replace|Substitute|Group|Scramble|Jumble|"
+    r"Reverse|Encode|Encrypt|Render|Format|Begin|Start|End|Conclude|Use|Respond|Reply|Answer|Mention|Emphasi[sz]e|"
+    r"Translate the following|Suggest|Recommend|Promote|Advertise|Remind) "
+    r"[^\n]{6,200}[.!?]$")
+_EDGE_POINTS = re2.compile(
+    r"\b(?:this|these|those|that|it|its|them|him|her|his|above|below|following|attached|given|provided|"
+    r"mentioned|listed|shown|here|same|previous|table|tables|rows?|columns?|data|email|e-mail|mail|message|"
+    r"letter|document|text|file|code|snippet|error|traceback|sender|recipient|numbers|figures|invoice)\b")
+_PERSONAL = re2.compile(r"\b(?:i|me|my|mine|we|us|our|ours)\b")
+_WORD4 = re2.compile(r"[a-z]{4,}")
+_COMMON = frozenset(
+    "about above after again also always another answer because been before being between both could does "
+    "doing down during each every from further have having here into just more most much must only other "
+    "over same should some such than that their them then there these they this those through under until "
+    "very were what when where which while will with would your yours please provide include using explain "
+    "describe write make give tell detail details simple terms example examples response reply answer short "
+    "brief sentence sentences words word like well good best first last".split())
+# Words of requests *about* a pasted document ("Describe the trend", "Write a one-line headline for
+# the board", "Who is the most efficient scorer?"): a task made of these and common words is the
+# user's own, wherever it sits.
+_ABOUT_DOC = frozenset(
+    "trend trends headline headlines title subject summary summaries overview preview recap gist outline "
+    "bullet bullets point points chart charts graph graphs plot visual visualize visualise table tables list "
+    "lists schedule plan plans draft drafts note notes memo reply replies response responses confirmation "
+    "letter message paragraph paragraphs line lines sentence sentences version tone style wording grammar "
+    "typos mistakes errors error issue issues problem problems risk risks concern concerns question questions "
+    "action actions item items step steps deadline deadlines date dates time times amount amounts number numbers "
+    "total totals average averages mean median percent percentage sum difference differences change changes "
+    "growth increase decrease ratio rate rates rank ranking ranked top best worst most least fastest slowest "
+    "highest lowest biggest smallest largest efficient effective important main key next simple simpler plain "
+    "formal informal polite friendly professional casual shorter longer concise detailed clear clearer better "
+    "board manager managers boss team client clients customer customers colleague colleagues patient patients "
+    "reader readers audience person people someone anyone english german french spanish italian chinese "
+    "japanese update updates announcement committee steering stakeholders executives leadership staff "
+    "employees students parents tenants landlord doctor teacher slack tweet post linkedin newsletter agenda "
+    "minutes translate translated translating keep keeping rewrite reword rephrase shorten simplify condense "
+    "tighten expand convert format sort compare check proofread polish edit correct improve fill".split())
+_ABOUT_STEMS = frozenset(w[:6] if len(w) > 6 else w.rstrip("s") for w in _ABOUT_DOC)
+EDGE_WEIGHT = 0.45  # evidence; with the semantic layer's usual score on a document it blocks
+
+
+def _content_words(text: str) -> set[str]:
+    """Content words, crudely stemmed ("goals" and "goal", "payments" and "payment" meet)."""
+    return {w[:6] if len(w) > 6 else w.rstrip("s") for w in _WORD4.findall(text) if w not in _COMMON}
+
+
+def unrelated_edge_task(text: str) -> bool:
+    """The first or last line next to a pasted document (a table, an e-mail or letter) is a task
+    that points at nothing in it and shares none of its words. Bounded: the document part read
+    for words is at most 20,000 characters."""
+    lines = [ln.strip() for ln in text.split("\n", _MAX_DOC_LINES)[:_MAX_DOC_LINES] if ln.strip()]
+    if len(lines) < 2:
+        return False
+    for edge, rest in ((lines[-1], lines[:-1]), (lines[0], lines[1:])):
+        if len(edge) > 240 or _is_table_row(edge) or _is_header_line(edge) or not _EDGE_TASK.match(edge):
+            continue
+        low = edge.lower()
+        if _EDGE_POINTS.search(low) or _PERSONAL.search(low):
+            continue
+        doc = "\n".join(rest)[:20_000].lower()
+        words_ = _content_words(low)
+        if len(doc) < 100 or words_ & _content_words(doc) or len(words_ - _ABOUT_STEMS) < 2:
+            continue
+        return True
     return False
 
 
@@ -531,6 +633,10 @@ def analyze_segments(
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)
+        if scope == _D and seg.role not in data_roles and unrelated_edge_task(norm.cleaned):
+            findings.append(ContextFinding("context.indirect.unrelated_edge_task", "indirect_injection",
+                                           EDGE_WEIGHT, seg.message_index, seg.role.value))
+            seg_scores.append(EDGE_WEIGHT)
         if scope == _D:  # the checks a regex table cannot express (sentence starts, line structure)
             for rule_id, hit in (("context.indirect.reply_shaping", _reply_shaping(norm.views[0].raw)),
                                  ("context.indirect.embedded_task",

@@ -755,10 +755,10 @@ def _untangle_typos(lower: str) -> tuple[str, int]:
     def fix(m: re.Match[str]) -> str:
         nonlocal changed
         w = m.group()
-        if known_word(w, vocab):
+        if w in vocab:
             return w
         hit = idx.get((w[0], w[-1], "".join(sorted(w[1:-1]))))
-        if hit is None:
+        if hit is None or known_word(w, vocab):  # "readings", "stopped": inflected, not scrambled
             return w
         changed += 1
         return hit
