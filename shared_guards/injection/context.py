@@ -267,7 +267,7 @@ def _is_header_line(line: str) -> bool:
 _SALUTATION = re2.compile(r"^(?i:hi|hello|dear|hey|good morning|good afternoon|good evening)\s+([A-Za-z][A-Za-z.'-]{1,30}"
                           r"(?: [A-Z][A-Za-z.'-]{1,30})?)\s*,")
 _NOT_A_RECIPIENT = frozenset({
-    "there", "all", "everyone", "everybody", "team", "guys", "folks", "friends", "claude", "chatgpt", "gpt",
+    "there", "all", "everyone", "everybody", "team", "guys", "folks", "friends", "claude", "chatgpt", "gpt", "chat",
     "assistant", "ai", "bot", "copilot", "gemini", "bard", "llama", "mistral", "sir", "madam", "you",
 })
 
@@ -287,12 +287,18 @@ def _is_letter(text: str) -> bool:
 
 
 def looks_like_document(text: str) -> bool:
-    """A user turn that carries a pasted document: a table, an e-mail with headers, code or a traceback.
+    """A user turn that carries a pasted document: a table, an e-mail with headers or a letter,
+    code or a traceback.
 
     Such a turn holds data the user did not write, so the context layer judges it like a tool
     result or RAG chunk (indirect injection: imperatives aimed at the assistant inside the data).
     Linear time: line counting and one RE2 search.
     """
+    return _structured_document(text) or _is_letter(text)
+
+
+def _structured_document(text: str) -> bool:
+    """A table, e-mail headers, code or a traceback (a letter alone is not structured)."""
     if "```" in text or "Traceback (most recent call last)" in text or "SUBJECT:" in text:
         return True
     table = 0
@@ -301,7 +307,7 @@ def looks_like_document(text: str) -> bool:
             table += 1
             if table >= 2:
                 return True
-    return _DOC_HEADER.search(text) is not None or _is_letter(text)
+    return _DOC_HEADER.search(text) is not None
 
 
 # -- instructions that sit inside a document's structure ---------------------------------------
@@ -330,6 +336,7 @@ _NOT_IMPERATIVE = frozenset({
     "my", "our", "your", "his", "her", "their", "please", "kindly", "if", "when", "what", "how", "why",
     "did", "do", "does", "can", "could", "would", "will", "was", "were", "is", "are", "have", "has", "there",
     "here", "in", "so", "and", "but", "also", "all", "any", "some", "no", "not", "just", "re", "fw", "fwd",
+    "hi", "hello", "dear", "hey",
 })
 _MAX_DOC_LINES = 5000
 _STRUCTURE_WEIGHT = 0.5  # reply shaping and embedded tasks, in data segments only
@@ -537,7 +544,14 @@ _SENTENCE_END = re2.compile(r"[.!?]\s|\n")
 _MAX_JUDGED = 8
 
 
-def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, sentence: bool) -> float:
+_POLITE = ("please ", "kindly ", "could you ", "can you ", "would you ")
+# Rules about "your reply": in a letter a person asks its reader ("please include the invoice
+# number in your reply"); an injected directive gives the order.
+_ASKED_BETWEEN_PEOPLE = frozenset({"context.indirect.response_directive", "context.indirect.reply_modifier"})
+
+
+def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, sentence: bool,
+                       polite: bool = False) -> float:
     """How much the strongest occurrence of a word-view rule counts (1.0 = as given): occurrences
     that are quoted, talked about or negated ("a classic example is hidden text saying 'ignore
     previous instructions ...'") count less, as in the pattern layer; with ``sentence`` a match that
@@ -555,6 +569,8 @@ def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, s
             omap = offset_map(norm.original, view)
         om = omap if isinstance(omap, OffsetMap) else None
         f = mention_factor(view, s0, e0, om, norm.original, category)
+        if polite and view[max(0, s0 - 12):s0].endswith(_POLITE):
+            f *= 0.5
         if sentence and om is not None:
             s, e = om.map(s0, e0)
             if s >= 0 and _SENTENCE_END.search(norm.original[s:e]):
@@ -603,8 +619,15 @@ def analyze_segments(
             continue
         norm = norms[k] if norms is not None else normalize(seg.text)
         scope = scope_of(seg.role, data_roles)
-        if scope == _U and embedded_documents and looks_like_document(seg.text):
-            scope = _D
+        # A pasted letter without headers ("Hi David, please include the invoice number in your
+        # reply ...") is judged on its structure only (planted lines, edge tasks): a person's
+        # requests to its reader read like reply directives to the regex rules.
+        letter = False
+        if scope == _U and embedded_documents:
+            if _structured_document(seg.text):
+                scope = _D
+            elif _is_letter(seg.text):
+                letter = True
         seg_scores: list[float] = []
         omap: OffsetMap | None | bool = False
         for i in sorted(comp.matches(norm)):
@@ -617,7 +640,8 @@ def analyze_segments(
             if rule.id in _NEGATABLE and _negated(comp.regexes[i], norm.views[0].text):
                 w *= 0.15  # "never share your password with anyone": a warning, not a request
             elif not rule.raw and rule.category in MENTION_CATEGORIES:
-                w *= _occurrence_factor(comp.regexes[i], norm, rule.category, sentence=rule.id in _NEGATABLE)
+                w *= _occurrence_factor(comp.regexes[i], norm, rule.category, sentence=rule.id in _NEGATABLE,
+                                        polite=rule.id in _ASKED_BETWEEN_PEOPLE)
             elif rule.raw and rule.category == "delimiter_injection" and all_in_code(norm.views[0].raw,
                                                                                       comp.regexes[i]):
                 w *= CODE_FACTOR  # a chat template shown as code (a developer's question, a model card)
@@ -633,11 +657,11 @@ def analyze_segments(
             findings.append(ContextFinding(rule.id, rule.category, w, seg.message_index, seg.role.value,
                                            start, end))
             seg_scores.append(w)
-        if scope == _D and seg.role not in data_roles and unrelated_edge_task(norm.cleaned):
+        if (scope == _D or letter) and seg.role not in data_roles and unrelated_edge_task(norm.cleaned):
             findings.append(ContextFinding("context.indirect.unrelated_edge_task", "indirect_injection",
                                            EDGE_WEIGHT, seg.message_index, seg.role.value))
             seg_scores.append(EDGE_WEIGHT)
-        if scope == _D:  # the checks a regex table cannot express (sentence starts, line structure)
+        if scope == _D or letter:  # the checks a regex table cannot express (sentence starts, line structure)
             for rule_id, hit in (("context.indirect.reply_shaping", _reply_shaping(norm.views[0].raw)),
                                  ("context.indirect.embedded_task",
                                   embedded_task_line(norm.cleaned, edges=seg.role in data_roles))):
