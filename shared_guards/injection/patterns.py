@@ -70,7 +70,8 @@ _META_BEFORE = re.compile(
     r"(?: from| to)?|says|said|saying|typed|types|writes|wrote|enters|entered|sends|sent|phrases?|"
     r"such as|like|e g|for example|example|examples|called|known as|the words|strings?|prompts? like|"
     r"text like|detect|detecting|filter|filtering|classify|flag|flags|what does|what do|what is|what s|"
-    r"meaning of|definition of|define|explain)(?: the| a| an)? $")
+    r"meaning of|definition of|define|explain|you see|you ll see|you will see|it shows|it says|it reads|"
+    r"displays|appears|pops up|the message|a message|a banner|a toast|a notification)(?: the| a| an)? $")
 _META_AFTER = re.compile(
     r"^ ?(?:\S+ )?(?:attacks?|injections?|jailbreaks?|phrases?|examples?|strings?|tricks?|techniques?|payloads?|"
     r"prompts? injection)\b")
