@@ -149,7 +149,8 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
     _CRule("context.indirect.malicious_code", "indirect_injection", {_D: 0.55, _A: 0.3},
            r"crypto ?min(?:e|er|ing)|\bminer\b|xmrig|coinhive|/etc/init\.d|rc\.local|crontab -[el]|"
            r"chmod \+x [^\n]{0,60}&& *\./|dd if=/dev/(?:zero|random|urandom) of=/dev/|"
-           r"rm -rf (?:/(?:usr|etc|bin|sbin|boot|home|lib|lib64|opt|root|sys|proc|dev|\*)?|~/?\*?|\$home/?\*?)(?:[\s;&|\"'`)/]|$)|mkfs\.|nohup [^\n]{0,60}&|"
+           r"rm -rf (?:/(?:usr|etc|bin|sbin|boot|home|lib|lib64|opt|root|sys|proc|dev|var|\*)?/?|~/?\*?|\$home/?\*?)(?:[\s;&|\"'`)]|$)|"
+           r"(?:os\.system|subprocess\.[a-z_]+|popen)\(\s*\[?\s*[\"'](?:sudo )?rm -rf /|mkfs\.|nohup [^\n]{0,60}&|"
            r"(?:requests\.post|\.sendall|\.sendto|storbinary|smtplib|yagmail)[\s\S]{0,600}(?:os\.environ|"
            r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)|(?:os\.environ|"
            r"cookies|contacts\.csv|psutil|usb\.core|/etc/passwd|\.ssh|getpass|keychain|wallet)[\s\S]{0,600}"
@@ -540,7 +541,7 @@ _NEGATABLE = frozenset({"context.indirect.exfiltration", "context.indirect.promp
 _NEGATION_TAIL = ("do not ", "don t ", "dont ", "never ", "not ", "must not ", "should not ", "cannot ", "can t ")
 
 
-_SENTENCE_END = re2.compile(r"[.!?]\s|\n")
+_SENTENCE_END = re2.compile(r"[.!?;]\s|\n|\s[\x{2014}\x{2013}-]\s")
 _MAX_JUDGED = 8
 
 

@@ -152,20 +152,37 @@ def mention_factor(view_text: str, start: int, end: int, omap: OffsetMap | None,
 
 _DQ_OPEN = frozenset('"\u201c\u00ab\u201e')
 _DQ_CLOSE = frozenset('"\u201d\u00bb\u201c')
+_SQ = frozenset("'\u2018\u2019")
 
 
 def _opening_quote(original: str, s: int, e: int, reach: int = 400) -> int:
-    """Index of the double quote that opens a quoted passage around ``[s, e)`` on the same line, or -1."""
+    """Index of the quote that opens a quoted passage around ``[s, e)`` on the same line, or -1.
+
+    Double quotes pair up by count; a single quote counts as opening only after a space, colon or
+    bracket and as closing only before one (an apostrophe sits between letters: "user's")."""
     line_start = max(original.rfind("\n", 0, s) + 1, s - reach)
     head = original[line_start:s]
-    opens = [i for i, c in enumerate(head) if c in _DQ_OPEN or c in _DQ_CLOSE]
-    if not opens or sum(1 for c in head if c == '"') % 2 == 0 and head[opens[-1]] == '"':
-        return -1
     line_end = original.find("\n", e)
     tail = original[e:(line_end if line_end >= 0 else len(original))][:reach]
-    if not any(c in _DQ_CLOSE for c in tail):
-        return -1
-    return line_start + opens[-1]
+    opens = [i for i, c in enumerate(head) if c in _DQ_OPEN or c in _DQ_CLOSE]
+    if opens and not (sum(1 for c in head if c == '"') % 2 == 0 and head[opens[-1]] == '"'):
+        if any(c in _DQ_CLOSE for c in tail):
+            return line_start + opens[-1]
+    # single quotes: the last one before the match that opens (not an apostrophe), not closed since
+    for i in range(len(head) - 1, -1, -1):
+        c = head[i]
+        if c in _SQ:
+            before = head[i - 1] if i > 0 else " "
+            after = head[i + 1] if i + 1 < len(head) else ""
+            if before.isalnum():
+                if after.isalnum():
+                    continue  # an apostrophe inside a word
+                return -1  # a closing quote: the match is outside
+            for j, d in enumerate(tail):
+                if d in _SQ and (j + 1 == len(tail) or not tail[j + 1].isalnum()) and (j == 0 or tail[j - 1] != " "):
+                    return line_start + i
+            return -1
+    return -1
 
 
 @dataclass(frozen=True, slots=True)
