@@ -703,3 +703,8 @@ def test_more_languages_near_misses(text: str) -> None:
 def test_vocatives_to_machine_readers_in_more_shapes(text: str) -> None:
     res = scan_patterns(text)
     assert any(r.startswith("indirect.") for r in res.rule_ids), res.rule_ids
+
+
+def test_a_mention_of_an_ai_assistant_in_a_review_is_no_address() -> None:
+    review = "Ürün yorumu: Kahve makinesi iyi. Uygulamadaki yapay zeka asistanı tarifleri öneriyor, çok pratik."
+    assert not any(r.startswith("indirect.addressed_to") for r in scan_patterns(review).rule_ids)

@@ -196,7 +196,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"[\[<]\s*/?\s*(?:end|end of|begin|start)[ _-]?(?:of[ _-])?(?:document|context|email|input|data|"
            r"user[ _-]input|prompt|conversation|text|system|tool[ _-]output|result|article|page|web[ _-]?page|"
            r"message|file|content|review|post|comment|search[ _-]results?)\s*[\]>]|</\s*(?:document|"
-           r"context|data|email|input|user_input|text|article|search_results?|tool_output|result)\s*>|"
+           r"context|data|email|user_input|search_results?|tool_output|result)\s*>|"
            r"(?:^|\n)\s*[-=*#]{3,}\s*(?:end of (?:document|context|input|email|data|prompt|text)|"
            r"begin (?:system|new|admin))",
            raw=True),
