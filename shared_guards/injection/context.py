@@ -400,11 +400,11 @@ def embedded_task_line(text: str, *, edges: bool = False) -> bool:
 _EDGE_TASK = re2.compile(
     r"^(?:Explain|Describe|Write|Compose|Develop|Define|Outline|Teach me|Provide|Generate|Discuss|"
     r"Elaborate on|Illustrate|Brainstorm|Create|Tell me about|List|Name|Translate|Who|Give me an? (?:example|overview|explanation|poem|story)|"
-    r"What (?:is|are|was|were) the|What is an?|How (?:do|does|did|can|to)|Who (?:was|is|were|invented|discovered|wrote)|"
+    r"What (?:is|are|was|were) the|What is an?|How (?:do|does|did|can|to)|"
     r"Why (?:do|does|did|is|are)|Can you (?:explain|describe|write|tell me|show me|provide|give me)|"
     r"Modify|Include|Add|Integrate|Incorporate|Insert|Introduce|Replace|Substitute|Group|Scramble|Jumble|"
     r"Reverse|Encode|Encrypt|Render|Format|Begin|Start|End|Conclude|Use|Respond|Reply|Answer|Mention|Emphasi[sz]e|"
-    r"Translate the following|Suggest|Recommend|Promote|Advertise|Remind) "
+    r"Suggest|Recommend|Promote|Advertise|Remind) "
     r"[^\n]{6,200}[.!?]$")
 _EDGE_POINTS = re2.compile(
     r"\b(?:this|these|those|that|it|its|them|him|her|his|above|below|following|attached|given|provided|"
@@ -439,13 +439,20 @@ _ABOUT_DOC = frozenset(
     "employees students parents tenants landlord doctor teacher slack tweet post linkedin newsletter agenda "
     "minutes translate translated translating keep keeping rewrite reword rephrase shorten simplify condense "
     "tighten expand convert format sort compare check proofread polish edit correct improve fill".split())
-_ABOUT_STEMS = frozenset(w[:6] if len(w) > 6 else w.rstrip("s") for w in _ABOUT_DOC)
+
+
+def _stem(word: str) -> str:
+    """Crude stem: "goals" and "goal", "payments" and "payment" meet."""
+    return word[:6] if len(word) > 6 else word.rstrip("s")
+
+
+_ABOUT_STEMS = frozenset(map(_stem, _ABOUT_DOC))
 EDGE_WEIGHT = 0.45  # evidence; with the semantic layer's usual score on a document it blocks
 
 
 def _content_words(text: str) -> set[str]:
-    """Content words, crudely stemmed ("goals" and "goal", "payments" and "payment" meet)."""
-    return {w[:6] if len(w) > 6 else w.rstrip("s") for w in _WORD4.findall(text) if w not in _COMMON}
+    """Content words (4+ letters, not common ones), stemmed."""
+    return {_stem(w) for w in _WORD4.findall(text) if w not in _COMMON}
 
 
 def unrelated_edge_task(text: str) -> bool:
@@ -537,8 +544,9 @@ def _rules() -> _Compiled:
     return _compiled
 
 
-_NEGATABLE = frozenset({"context.indirect.exfiltration", "context.indirect.prompt_leak"})
-_NEGATION_TAIL = ("do not ", "don t ", "dont ", "never ", "not ", "must not ", "should not ", "cannot ", "can t ")
+# Requests to send or reveal something: one sentence says it ("email your password" read across
+# "... ignore this email. Your password will not change." is no request)
+_ONE_SENTENCE = frozenset({"context.indirect.exfiltration", "context.indirect.prompt_leak"})
 
 
 _SENTENCE_END = re2.compile(r"[.!?;]\s|\n|\s[\x{2014}\x{2013}-]\s")
@@ -551,14 +559,14 @@ _POLITE = ("please ", "kindly ", "could you ", "can you ", "would you ")
 _ASKED_BETWEEN_PEOPLE = frozenset({"context.indirect.response_directive", "context.indirect.reply_modifier"})
 
 
-def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, sentence: bool,
-                       polite: bool = False) -> float:
+def _occurrence_factor(regex: re2._Regexp, norm: Normalized, om: OffsetMap | None, category: str, *,
+                       sentence: bool, polite: bool = False) -> float:
     """How much the strongest occurrence of a word-view rule counts (1.0 = as given): occurrences
-    that are quoted, talked about or negated ("a classic example is hidden text saying 'ignore
-    previous instructions ...'") count less, as in the pattern layer; with ``sentence`` a match that
-    runs across a sentence end ("... ignore this email. Your password ...") counts less too."""
+    that are negated ("never share your password"), quoted or talked about ("a classic example is
+    hidden text saying 'ignore previous instructions ...'") count less, as in the pattern layer
+    (:func:`mention_factor`); with ``sentence`` a match that runs across a sentence end ("... ignore
+    this email. Your password ...") counts less too. ``om``: the segment's offset map, if any."""
     view = norm.views[0].text
-    omap: OffsetMap | None | bool = False
     best = 0.0
     pos = 0
     for _ in range(_MAX_JUDGED):
@@ -566,9 +574,6 @@ def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, s
         if m is None:
             break
         s0, e0 = m.span()
-        if omap is False:
-            omap = offset_map(norm.original, view)
-        om = omap if isinstance(omap, OffsetMap) else None
         f = mention_factor(view, s0, e0, om, norm.original, category)
         if polite and view[max(0, s0 - 12):s0].endswith(_POLITE):
             f *= 0.5
@@ -581,20 +586,6 @@ def _occurrence_factor(regex: re2._Regexp, norm: Normalized, category: str, *, s
             break
         pos = e0 if e0 > s0 else s0 + 1
     return best if pos else 1.0
-
-
-def _negated(regex: re2._Regexp, text: str) -> bool:
-    """Every match of ``regex`` in ``text`` (the word view) directly follows a negation."""
-    pos = 0
-    seen = False
-    while True:
-        m = regex.search(text, pos)
-        if m is None:
-            return seen
-        seen = True
-        if not text[max(0, m.start() - 10) : m.start()].endswith(_NEGATION_TAIL):
-            return False
-        pos = m.end() if m.end() > m.start() else m.start() + 1
 
 
 def analyze_segments(
@@ -638,10 +629,12 @@ def analyze_segments(
                 continue
             if scope == _U and rule.category == "instruction_override" and has_system:
                 w = min(1.0, w + 0.1)
-            if rule.id in _NEGATABLE and _negated(comp.regexes[i], norm.views[0].text):
-                w *= 0.15  # "never share your password with anyone": a warning, not a request
-            elif not rule.raw and rule.category in MENTION_CATEGORIES:
-                w *= _occurrence_factor(comp.regexes[i], norm, rule.category, sentence=rule.id in _NEGATABLE,
+            if not rule.raw and rule.category in MENTION_CATEGORIES:
+                # "never share your password with anyone" is a warning, not a request (x0.15)
+                if omap is False:
+                    omap = offset_map(norm.original, norm.views[0].text)
+                w *= _occurrence_factor(comp.regexes[i], norm, omap if isinstance(omap, OffsetMap) else None,
+                                        rule.category, sentence=rule.id in _ONE_SENTENCE,
                                         polite=rule.id in _ASKED_BETWEEN_PEOPLE)
             elif rule.raw and rule.category == "delimiter_injection" and all_in_code(norm.views[0].raw,
                                                                                       comp.regexes[i]):

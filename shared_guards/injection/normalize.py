@@ -721,6 +721,11 @@ _anagrams: dict[tuple[str, str, str], str] | None = None
 _anagrams_lock = threading.Lock()
 
 
+def _anagram_key(word: str) -> tuple[str, str, str]:
+    """First letter, last letter, sorted middle letters: the same for "ignore" and "ignroe"."""
+    return word[0], word[-1], "".join(sorted(word[1:-1]))
+
+
 def _anagram_index() -> dict[tuple[str, str, str], str]:
     """Vocabulary words of 5+ letters by (first letter, last letter, sorted middle letters); keys
     shared by two words are dropped. Empty without the packaged vocabulary."""
@@ -732,7 +737,7 @@ def _anagram_index() -> dict[tuple[str, str, str], str]:
                 clash: set[tuple[str, str, str]] = set()
                 for w in english_words():
                     if len(w) >= 5:
-                        k = (w[0], w[-1], "".join(sorted(w[1:-1])))
+                        k = _anagram_key(w)
                         if k in idx:
                             clash.add(k)
                         idx[k] = w
@@ -757,7 +762,7 @@ def _untangle_typos(lower: str) -> tuple[str, int]:
         w = m.group()
         if w in vocab:
             return w
-        hit = idx.get((w[0], w[-1], "".join(sorted(w[1:-1]))))
+        hit = idx.get(_anagram_key(w))
         if hit is None or known_word(w, vocab):  # "readings", "stopped": inflected, not scrambled
             return w
         changed += 1
