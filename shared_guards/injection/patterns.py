@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import re2
 
-from shared_guards.injection.normalize import Normalized, OffsetMap, View, clean, normalize, offset_map, words
+from shared_guards.injection.normalize import Normalized, OffsetMap, View, clean, normalize, offset_map, warm_up, words
 from shared_guards.injection.rulepack import RulePack, RulePackError, expand, load_pack
 from shared_guards.injection.suffix import find_suffix, suffix_weight
 
@@ -415,6 +415,7 @@ def get_matcher(pack: RulePack) -> PatternMatcher:
             m = _matchers.get(pack.sha256)
             if m is None:
                 m = PatternMatcher(pack)
+                warm_up()  # the normalizer's word lists, before the first request needs them
                 if len(_matchers) > 8:  # old packs after many reloads
                     _matchers.clear()
                 _matchers[pack.sha256] = m
