@@ -60,6 +60,12 @@ class _CRule:
     weights: dict[str, float]
     pattern: str
     raw: bool = False
+    # a request one sentence makes: a match across a sentence end counts x0.3 ("... ignore this
+    # email. Your password ..." is not "email your password")
+    one_sentence: bool = False
+    # people ask their readers this too: after "please / could you" it counts half ("please include
+    # the invoice number in your reply")
+    polite_half: bool = False
 
 
 CONTEXT_RULES: tuple[_CRule, ...] = (
@@ -91,7 +97,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"\b(?:send|forward|email|e mail|post|upload|leak|exfiltrate|copy|transmit|share|append|include|"
            r"embed|attach) (?:\S+ ){0,4}(?:(?:this|the|our|entire|full|whole) conversation|chat history|"
            r"chat log|transcript|previous messages|message history|system prompt|the user s|api keys?|"
-           r"access tokens?|auth tokens?|passwords?|credentials|secrets?|private keys?)\b"),
+           r"access tokens?|auth tokens?|passwords?|credentials|secrets?|private keys?)\b", one_sentence=True),
     _CRule("context.indirect.user_manipulation", "indirect_injection", {_D: 0.45},
            r"\b(?:tell|inform|convince|persuade|warn|remind|ask|instruct|urge|notify|recommend) "
            r"(?:to )?(?:that )?the user\b|\b(?:do not|don t|never|without) (?:tell|telling|inform|"
@@ -115,7 +121,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"sentences)\b|\b(?:in|within|throughout|at the end of|at the start of|at the beginning of) your "
            r"(?:response|reply|answer|output|summary|responses|replies|answers),? (?:\S+ ){0,3}(?:add|include|"
            r"insert|weave|mention|recommend|suggest|use|write|say|state|claim|tell|promote|end|begin|start|praise|"
-           r"advertise|link)\b"),
+           r"advertise|link)\b", polite_half=True),
     _CRule("context.indirect.reply_modifier", "indirect_injection", {_D: 0.5},
            r"\b(?:provide|enhance|augment|supplement|enrich|complement|extend|expand|accompany|modify|render|"
            r"misspell|jumble|scramble|shuffle|reverse|rewrite|format|"
@@ -126,7 +132,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            r"use|employ|apply|adopt|infuse|fill|pepper|sprinkle|spice|twist|alter|change|adjust|transform|"
            r"tailor|style|compose|deliver|generate|produce|output|respond|reply|answer|merge|combine|paste|"
            r"copy|put|place|attach|adapt) (?:\S+ ){0,8}?your (?:reply|replies|response|responses|"
-           r"answer|answers|message|output|solution)\b"),
+           r"answer|answers|message|output|solution)\b", polite_half=True),
     # "Fuse the following code block into your solution:" - code for the answer, planted in data. Aimed
     # at an answerer (your solution / answer / implementation) it is strong; "into your code" is how a
     # forum answer talks to the asker, so it only adds to other evidence.
@@ -158,7 +164,7 @@ CONTEXT_RULES: tuple[_CRule, ...] = (
            raw=True),
     _CRule("context.indirect.prompt_leak", "prompt_leak", {_D: 0.6},
            r"\b(?:reveal|print|output|repeat|show|include|leak|disclose|send) (?:\S+ ){0,3}(?:system prompt|"
-           r"initial instructions|your instructions|hidden instructions|your prompt|your rules)\b"),
+           r"initial instructions|your instructions|hidden instructions|your prompt|your rules)\b", one_sentence=True),
     # -- user turns: replacing the system prompt or claiming a privileged role --------------------
     _CRule("context.system_override", "instruction_override", {_U: 0.6, _D: 0.7, _A: 0.4},
            r"\b(?:new|updated|revised|replacement|override|real) system (?:prompt|message|instructions?)\b|"
@@ -544,9 +550,6 @@ def _rules() -> _Compiled:
     return _compiled
 
 
-# Requests to send or reveal something: one sentence says it ("email your password" read across
-# "... ignore this email. Your password will not change." is no request)
-_ONE_SENTENCE = frozenset({"context.indirect.exfiltration", "context.indirect.prompt_leak"})
 
 
 _SENTENCE_END = re2.compile(r"[.!?;]\s|\n|\s[\x{2014}\x{2013}-]\s")
@@ -554,9 +557,6 @@ _MAX_JUDGED = 8
 
 
 _POLITE = ("please ", "kindly ", "could you ", "can you ", "would you ")
-# Rules about "your reply": in a letter a person asks its reader ("please include the invoice
-# number in your reply"); an injected directive gives the order.
-_ASKED_BETWEEN_PEOPLE = frozenset({"context.indirect.response_directive", "context.indirect.reply_modifier"})
 
 
 def _occurrence_factor(regex: re2._Regexp, norm: Normalized, om: OffsetMap | None, category: str, *,
@@ -634,8 +634,7 @@ def analyze_segments(
                 if omap is False:
                     omap = offset_map(norm.original, norm.views[0].text)
                 w *= _occurrence_factor(comp.regexes[i], norm, omap if isinstance(omap, OffsetMap) else None,
-                                        rule.category, sentence=rule.id in _ONE_SENTENCE,
-                                        polite=rule.id in _ASKED_BETWEEN_PEOPLE)
+                                        rule.category, sentence=rule.one_sentence, polite=rule.polite_half)
             elif rule.raw and rule.category == "delimiter_injection" and all_in_code(norm.views[0].raw,
                                                                                       comp.regexes[i]):
                 w *= CODE_FACTOR  # a chat template shown as code (a developer's question, a model card)
